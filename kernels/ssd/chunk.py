@@ -1,0 +1,62 @@
+"""Chunked PyTorch form of the SSD scan: quadratic inside a chunk, a linear recurrence across chunks.
+
+This is the CPU path used for training and inference. It computes exactly the recurrence of
+``naive.ssd_scan_naive`` and is differentiable through plain autograd.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _pad_time(tensor: torch.Tensor, padding: int) -> torch.Tensor:
+    if padding == 0:
+        return tensor
+    pad = [0, 0] * (tensor.dim() - 2) + [0, padding]
+    return F.pad(tensor, pad)
+
+
+def ssd_scan_chunked(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int = 64,
+) -> torch.Tensor:
+    """Chunked SSD scan. Same inputs and output as :func:`ssd_scan_naive`."""
+    batch, length, heads, head_dim = x.shape
+    if length == 0:
+        return x.new_zeros(x.shape)
+    padding = (-length) % chunk_size
+    # Padded steps have dt = 0: they neither decay nor feed the state, so they change nothing.
+    x_, dt_, B_, C_ = (_pad_time(t.float(), padding) for t in (x, dt, B, C))
+    num_chunks = x_.shape[1] // chunk_size
+    x_ = x_.view(batch, num_chunks, chunk_size, heads, head_dim)
+    dt_ = dt_.view(batch, num_chunks, chunk_size, heads)
+    B_ = B_.view(batch, num_chunks, chunk_size, -1)
+    C_ = C_.view(batch, num_chunks, chunk_size, -1)
+
+    log_decay = torch.cumsum(dt_ * A.float(), dim=2)  # (b, c, q, h), non-increasing in q
+    # segment[i, j] = sum of log decays in (j, i]; -inf above the diagonal before exp.
+    segment = log_decay[:, :, :, None, :] - log_decay[:, :, None, :, :]  # (b, c, i, j, h)
+    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
+    segment = segment.masked_fill(~causal[None, None, :, :, None], float("-inf"))
+    weights = torch.exp(segment) * torch.einsum("bcin,bcjn->bcij", C_, B_)[..., None]
+    dt_x = dt_[..., None] * x_  # (b, c, q, h, p)
+    y_intra = torch.einsum("bcijh,bcjhp->bcihp", weights, dt_x)
+
+    # State contributed by each chunk, decayed to the chunk's end.
+    decay_to_end = torch.exp(log_decay[:, :, -1:, :] - log_decay)  # (b, c, q, h)
+    chunk_states = torch.einsum("bcqh,bcqhp,bcqn->bchpn", decay_to_end, dt_x, B_)
+    chunk_decay = torch.exp(log_decay[:, :, -1, :])  # (b, c, h)
+
+    states = []
+    state = x_.new_zeros(batch, heads, head_dim, B_.shape[-1])
+    for c in range(num_chunks):
+        states.append(state)
+        state = chunk_decay[:, c, :, None, None] * state + chunk_states[:, c]
+    incoming = torch.stack(states, dim=1)  # state entering each chunk: (b, c, h, p, n)
+    y_inter = torch.einsum("bcqn,bchpn,bcqh->bcqhp", C_, incoming, torch.exp(log_decay))
+
+    y = (y_intra + y_inter).reshape(batch, num_chunks * chunk_size, heads, head_dim)
+    return y[:, :length].to(x.dtype)

@@ -1,0 +1,8 @@
+"""tsmojo: zero-shot probabilistic time-series forecasting with B'MOJO hybrid-memory blocks."""
+
+from tsmojo.config import TSMojoConfig
+from tsmojo.model import TSMojoModel, TSMojoOutput
+
+__version__ = "0.1.0"
+
+__all__ = ["TSMojoConfig", "TSMojoModel", "TSMojoOutput", "__version__"]

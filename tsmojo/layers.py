@@ -1,0 +1,239 @@
+"""Building blocks of the tsmojo encoder: the B'MOJO time-mixing layer, group attention,
+the feed-forward block, and the eidetic-memory selection they rely on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tsmojo.config import TSMojoConfig
+from tsmojo.kernels import bmojo_attention, ssd_scan
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class ResidualMLP(nn.Module):
+    """Two-layer MLP with a linear skip, used for patch embedding and the quantile head."""
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(d_in, d_hidden)
+        self.out = nn.Linear(d_hidden, d_out)
+        self.skip = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.silu(self.hidden(x))) + self.skip(x)
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding on the last dim of ``x`` (..., T, dim) at integer ``positions`` (T,).
+
+    Only offsets between query and key matter, so left padding never changes a result."""
+    half = x.shape[-1] // 2
+    freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.float()[:, None] * freqs[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+@torch.no_grad()
+def select_memory(
+    innovation: torch.Tensor, candidate: torch.Tensor, chunk_size: int, topk: int, memory_size: int
+) -> torch.Tensor:
+    """Eidetic memory slots for every chunk of queries.
+
+    The ``topk`` most surprising candidate tokens of each chunk enter the memory; chunk ``c``
+    sees the ``memory_size`` most surprising entries contributed by chunks ``< c``.
+    Returns (batch, num_chunks, memory_size) token positions, -1 for an empty slot.
+    """
+    batch, length = innovation.shape
+    num_chunks = -(-length // chunk_size)
+    empty = torch.full((batch, num_chunks, memory_size), -1, dtype=torch.long, device=innovation.device)
+    if memory_size == 0 or topk == 0 or num_chunks < 2:
+        return empty
+    score = innovation.float().masked_fill(~candidate, float("-inf"))
+    score = F.pad(score, (0, num_chunks * chunk_size - length), value=float("-inf"))
+    per_chunk = min(topk, chunk_size)
+    values, index = score.view(batch, num_chunks, chunk_size).topk(per_chunk, dim=-1)
+    chunk_ids = torch.arange(num_chunks, device=innovation.device)
+    index = (index + chunk_ids[None, :, None] * chunk_size).view(batch, -1)
+    values = values.reshape(batch, -1)
+    source_chunk = chunk_ids.repeat_interleave(per_chunk)
+    visible = source_chunk[None, :] < chunk_ids[:, None]  # (query chunk, candidate)
+    scores = values[:, None, :].masked_fill(~visible[None], float("-inf"))
+    kept = min(memory_size, scores.shape[-1])
+    top_values, top_slots = scores.topk(kept, dim=-1)
+    positions = torch.gather(index[:, None, :].expand(-1, num_chunks, -1), 2, top_slots)
+    empty[..., :kept] = positions.masked_fill(torch.isinf(top_values), -1)
+    return empty
+
+
+class BMojoTimeMixing(nn.Module):
+    """Hybrid-memory mixing along one row's patch tokens.
+
+    A selective SSM (fading memory) runs over the tokens; tokens it predicted badly are kept
+    verbatim (eidetic memory); each query then reads its sliding window, the SSM outputs in the
+    band just before the window, and the memory, all in one softmax.
+    """
+
+    def __init__(self, config: TSMojoConfig) -> None:
+        super().__init__()
+        d, heads, state = config.d_model, config.num_heads, config.ssm_state
+        self.config = config
+        self.heads, self.head_dim, self.state = heads, d // heads, state
+        self.ssm_in = nn.Linear(d, d + heads + 2 * state)
+        # Mamba-2 initialisation: dt in [1e-3, 1e-1] and A in [1, 16] give a spread of time scales.
+        dt = torch.exp(torch.rand(heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log = nn.Parameter(torch.log(torch.linspace(1.0, 16.0, heads)))
+        self.D = nn.Parameter(torch.ones(heads))
+        self.ssm_norm = RMSNorm(d)
+        self.readout = nn.Linear(d, d)  # g(f_{t-1}): the SSM's guess of the next token
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.fade_kv = nn.Linear(d, 2 * d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def forward(
+        self, u: torch.Tensor, sequence_valid: torch.Tensor, memory_candidate: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """u: (B, T, d) normalised tokens. Returns the mixed tokens and the mean innovation
+        (the readout's prediction loss, an auxiliary training signal)."""
+        batch, length, d = u.shape
+        cfg = self.config
+        xs, dt, B, C = self.ssm_in(u).split([d, self.heads, self.state, self.state], dim=-1)
+        # Invalid tokens (padding, fully-missing patches) get dt = 0: the state skips them.
+        dt = F.softplus(dt + self.dt_bias) * sequence_valid[..., None]
+        xs = xs.view(batch, length, self.heads, self.head_dim)
+        A = -torch.exp(self.A_log.float())
+        y = ssd_scan(xs, dt, A, B, C, cfg.chunk_size) + self.D[:, None] * xs
+        fading = self.ssm_norm(y.reshape(batch, length, d))
+
+        guess = self.readout(F.pad(fading[:, :-1], (0, 0, 1, 0)))
+        innovation = (u.detach() - guess).pow(2).mean(-1)  # (B, T)
+        weight = memory_candidate.float()
+        innovation_loss = (innovation * weight).sum() / weight.sum().clamp(min=1.0)
+        memory_index = select_memory(innovation, memory_candidate, cfg.chunk_size, cfg.memory_topk, cfg.memory_size)
+
+        def heads_first(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+        positions = torch.arange(length, device=u.device)
+        q, k, v = (heads_first(t) for t in self.qkv(u).chunk(3, dim=-1))
+        k_fade, v_fade = (heads_first(t) for t in self.fade_kv(fading).chunk(2, dim=-1))
+        q, k, k_fade = rotary(q, positions), rotary(k, positions), rotary(k_fade, positions)
+        mixed = bmojo_attention(
+            q, k, v, k_fade, v_fade, sequence_valid, memory_index, cfg.window, cfg.chunk_size
+        )
+        return self.out(mixed.transpose(1, 2).reshape(batch, length, d)), innovation_loss
+
+
+@dataclass
+class GroupLayout:
+    """Rows of a batch arranged by group, for attention across rows.
+
+    ``buckets`` holds, for each padded group size ``s > 1`` (a power of two), an index tensor
+    (num_groups, s) of row numbers with -1 for padding. Singleton rows need no attention partner,
+    so they are not listed. Cost is O(sum of group sizes squared), never O(batch^2).
+    """
+
+    buckets: list[torch.Tensor]
+
+    @classmethod
+    def from_group_ids(cls, group_ids: torch.Tensor) -> GroupLayout:
+        ids = group_ids.detach().cpu()
+        _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+        order = torch.argsort(inverse, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        buckets: dict[int, list[torch.Tensor]] = {}
+        for group, (start, count) in enumerate(zip(starts.tolist(), counts.tolist())):
+            if count < 2:
+                continue
+            size = 1 << (count - 1).bit_length()
+            rows = F.pad(order[start : start + count], (0, size - count), value=-1)
+            buckets.setdefault(size, []).append(rows)
+        device = group_ids.device
+        return cls([torch.stack(rows).to(device) for _, rows in sorted(buckets.items())])
+
+
+class GroupAttention(nn.Module):
+    """Attention across the rows of a group at each patch position (no positional encoding
+    across rows). A row reads the rows of its group observed at that position, and itself."""
+
+    def __init__(self, config: TSMojoConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.heads, self.head_dim = config.num_heads, d // config.num_heads
+        self.qk = nn.Linear(d, 2 * d, bias=False)
+        self.v = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor, observed: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        batch, length, d = x.shape
+        values = self.v(x)  # a row alone in its group reads only itself: its own value
+        if layout.buckets:
+            values = values.clone()
+        for rows in layout.buckets:
+            groups, size = rows.shape
+            present = rows >= 0
+            members = rows.clamp(min=0)
+            xg = x[members]  # (G, s, T, d)
+            q, k = self.qk(xg).view(groups, size, length, 2, self.heads, self.head_dim).unbind(3)
+            vg = values[members].view(groups, size, length, self.heads, self.head_dim)
+            scores = torch.einsum("githd,gjthd->gthij", q, k) / math.sqrt(self.head_dim)
+            readable = observed[members] & present[..., None]  # (G, s, T)
+            allowed = readable.permute(0, 2, 1)[:, :, None, None, :] | torch.eye(
+                size, dtype=torch.bool, device=x.device
+            )
+            probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+            mixed = torch.einsum("gthij,gjthd->githd", probs, vg).reshape(groups, size, length, d)
+            values[rows[present]] = mixed[present]
+        return self.out(values)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: TSMojoConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.d_model, 2 * config.d_ff, bias=False)
+        self.down = nn.Linear(config.d_ff, config.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * value)
+
+
+class BMojoBlock(nn.Module):
+    """Pre-norm residual block: B'MOJO time mixing, group attention, feed-forward."""
+
+    def __init__(self, config: TSMojoConfig) -> None:
+        super().__init__()
+        self.time_norm, self.group_norm, self.ff_norm = (RMSNorm(config.d_model) for _ in range(3))
+        self.time_mixing = BMojoTimeMixing(config)
+        self.group_attention = GroupAttention(config)
+        self.feed_forward = FeedForward(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sequence_valid: torch.Tensor,
+        memory_candidate: torch.Tensor,
+        observed: torch.Tensor,
+        layout: GroupLayout,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mixed, innovation_loss = self.time_mixing(self.time_norm(x), sequence_valid, memory_candidate)
+        x = x + mixed
+        x = x + self.group_attention(self.group_norm(x), observed, layout)
+        x = x + self.feed_forward(self.ff_norm(x))
+        return x, innovation_loss

@@ -1,0 +1,228 @@
+"""TSMojoModel: patch tokens -> stack of B'MOJO blocks -> direct multi-patch quantile head."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tsmojo.config import TSMojoConfig
+from tsmojo.layers import BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
+
+TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
+_MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
+
+
+@dataclass
+class TSMojoOutput:
+    """quantiles: (batch, steps, num_quantiles) in the data's units. loss: training loss or None."""
+
+    quantiles: torch.Tensor
+    loss: torch.Tensor | None = None
+    quantile_loss: torch.Tensor | None = None
+
+
+def pinball_loss(
+    prediction: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean pinball loss. prediction (B, H, Q); target and weight (B, H); quantiles (Q,)."""
+    error = target[..., None] - prediction
+    loss = torch.maximum(quantiles * error, (quantiles - 1.0) * error)
+    return (loss.mean(-1) * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+class TSMojoModel(nn.Module):
+    """Zero-shot probabilistic forecaster.
+
+    Each row of a batch is one series: a target, a past-only covariate or a known-future
+    covariate. Rows sharing a group id exchange information at every patch; other rows never
+    influence each other.
+    """
+
+    def __init__(self, config: TSMojoConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or TSMojoConfig()
+        d, p = config.d_model, config.patch_size
+        self.embed = ResidualMLP(2 * p, config.d_ff, d)
+        self.role_embedding = nn.Embedding(3, d)
+        self.future_embedding = nn.Parameter(torch.zeros(d))
+        self.register_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
+        self.final_norm = RMSNorm(d)
+        self.head = ResidualMLP(d, config.d_ff, p * len(config.quantiles))
+        self.register_buffer("quantile_levels", torch.tensor(config.quantiles), persistent=False)
+
+    # -- scaling ---------------------------------------------------------------------------
+    @staticmethod
+    def scale_stats(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NaN-aware per-row location and scale, (B, 1) each."""
+        observed = ~torch.isnan(context)
+        count = observed.sum(-1, keepdim=True)
+        filled = torch.where(observed, context, torch.zeros_like(context))
+        loc = filled.sum(-1, keepdim=True) / count.clamp(min=1)
+        var = (torch.where(observed, context - loc, torch.zeros_like(context)) ** 2).sum(-1, keepdim=True)
+        std = torch.sqrt(var / count.clamp(min=1))
+        # A constant series has no spread to scale by; fall back to its magnitude, then to 1.
+        fallback = torch.where(loc.abs() > 0, loc.abs(), torch.ones_like(loc))
+        scale = torch.where(std > 1e-10 * (1.0 + loc.abs()), std, fallback)
+        return loc, scale
+
+    @staticmethod
+    def to_model_space(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return torch.asinh((x - loc) / scale)
+
+    @staticmethod
+    def from_model_space(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return loc + scale * torch.sinh(z.clamp(-_MAX_ASINH, _MAX_ASINH))
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        context: torch.Tensor,
+        group_ids: torch.Tensor | None = None,
+        roles: torch.Tensor | None = None,
+        future_covariates: torch.Tensor | None = None,
+        num_output_patches: int | None = None,
+        future_target: torch.Tensor | None = None,
+    ) -> TSMojoOutput:
+        """Forecast ``num_output_patches * patch_size`` steps for every row.
+
+        Args:
+            context: (B, L) past values, NaN where missing. Rows may be left-padded with NaN.
+            group_ids: (B,) int; rows with equal ids attend to each other. Default: all distinct.
+            roles: (B,) int; 0 target, 1 past-only covariate, 2 known-future covariate. Default: targets.
+            future_covariates: (B, H) known future values of role-2 rows (NaN elsewhere), H <= horizon.
+            num_output_patches: patches to produce, 1..max_output_patches. Default: the maximum.
+            future_target: (B, H) truth for training; NaN entries and non-target rows are ignored.
+        """
+        cfg = self.config
+        batch, _ = context.shape
+        device = context.device
+        p = cfg.patch_size
+        num_future = num_output_patches or cfg.max_output_patches
+        if not 1 <= num_future <= cfg.max_output_patches:
+            raise ValueError(f"num_output_patches must be in 1..{cfg.max_output_patches}, got {num_future}")
+        horizon = num_future * p
+        group_ids = torch.arange(batch, device=device) if group_ids is None else group_ids.to(device)
+        roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device).long()
+        context = context.float()
+
+        loc, scale = self.scale_stats(context)
+        scaled = self.to_model_space(context, loc, scale)
+        # Right-align patches and chunks: left-pad to a whole number of chunks of patches, so a
+        # series' tokens and chunk boundaries never depend on how much padding the batch added.
+        block = p * cfg.chunk_size
+        scaled = F.pad(scaled, (-(-scaled.shape[1] // block) * block - scaled.shape[1], 0), value=float("nan"))
+        num_context = scaled.shape[1] // p
+
+        future = torch.full((batch, horizon), float("nan"), device=device)
+        if future_covariates is not None:
+            given = future_covariates.float()[:, :horizon]
+            future[:, : given.shape[1]] = torch.where(
+                (roles == FUTURE_COVARIATE)[:, None], self.to_model_space(given, loc, scale), float("nan")
+            )
+        patches = torch.cat([scaled, future], dim=1).view(batch, num_context + num_future, p)
+        present = ~torch.isnan(patches)
+        tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
+        tokens = tokens + self.role_embedding(roles)[:, None, :]
+        context_tokens, future_tokens = tokens.split([num_context, num_future], dim=1)
+        register = self.register_token.expand(batch, 1, -1)
+        x = torch.cat([context_tokens, register, future_tokens + self.future_embedding], dim=1)
+
+        patch_observed = present.any(-1)
+        context_observed = patch_observed[:, :num_context]
+        ones = torch.ones(batch, 1 + num_future, dtype=torch.bool, device=device)
+        sequence_valid = torch.cat([context_observed, ones], dim=1)
+        memory_candidate = torch.cat([context_observed, ~ones], dim=1)
+        observed = torch.cat([context_observed, ones[:, :1], patch_observed[:, num_context:]], dim=1)
+        layout = GroupLayout.from_group_ids(group_ids)
+
+        innovation_losses = []
+        for block_module in self.blocks:
+            x, innovation_loss = block_module(x, sequence_valid, memory_candidate, observed, layout)
+            innovation_losses.append(innovation_loss)
+        out = self.head(self.final_norm(x[:, num_context + 1 :]))
+        prediction = out.view(batch, horizon, len(cfg.quantiles))
+
+        output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
+        if future_target is not None:
+            target = future_target.float()[:, :horizon]
+            target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
+            weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
+            target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
+            quantile_loss = pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
+            output.quantile_loss = quantile_loss
+            output.loss = quantile_loss + cfg.innovation_loss_weight * torch.stack(innovation_losses).mean()
+        return output
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        context: torch.Tensor,
+        prediction_length: int,
+        group_ids: torch.Tensor | None = None,
+        roles: torch.Tensor | None = None,
+        future_covariates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Quantile forecasts (B, prediction_length, Q), sorted along Q.
+
+        Beyond the head's reach the median is appended to the context and the model runs again;
+        known-future covariates move into the context as their values are passed.
+        """
+        cfg = self.config
+        if prediction_length < 1:
+            raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
+        batch = context.shape[0]
+        roles = torch.zeros(batch, dtype=torch.long, device=context.device) if roles is None else roles
+        context = context.float()
+        if future_covariates is not None:
+            future_covariates = future_covariates.float()
+            future_covariates = F.pad(
+                future_covariates, (0, max(0, prediction_length - future_covariates.shape[1])), value=float("nan")
+            )
+        median_index = min(range(len(cfg.quantiles)), key=lambda i: abs(cfg.quantiles[i] - 0.5))
+        pieces = []
+        done = 0
+        while done < prediction_length:
+            remaining = prediction_length - done
+            num_patches = min(cfg.max_output_patches, -(-remaining // cfg.patch_size))
+            step = min(remaining, num_patches * cfg.patch_size)
+            window = None if future_covariates is None else future_covariates[:, done:]
+            quantiles = self(context[:, -cfg.context_length :], group_ids, roles, window, num_patches).quantiles
+            quantiles = quantiles[:, :step].sort(dim=-1).values
+            pieces.append(quantiles)
+            done += step
+            if done < prediction_length:
+                appended = quantiles[..., median_index]
+                if window is not None:
+                    known = (roles == FUTURE_COVARIATE)[:, None]
+                    appended = torch.where(known, window[:, :step], appended)
+                appended = torch.where((roles == PAST_COVARIATE)[:, None], float("nan"), appended)
+                context = torch.cat([context, appended], dim=1)
+        return torch.cat(pieces, dim=1)
+
+    # -- persistence -----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` and ``config.json`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> TSMojoModel:
+        """Load a model saved by :meth:`save_pretrained`. Only safetensors are read, never pickles."""
+        directory = Path(directory)
+        config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: a tsmojo model directory holds config.json and model.safetensors")
+        model = cls(TSMojoConfig.load(config_path))
+        model.load_state_dict(load_file(str(weights_path), device=str(device)))
+        return model.to(device).eval()
