@@ -119,7 +119,8 @@ class BMojoTimeMixing(nn.Module):
         xs = xs.view(batch, length, self.heads, self.head_dim)
         A = -torch.exp(self.A_log.float())
         y = ssd_scan(xs, dt, A, B, C, cfg.chunk_size) + self.D[:, None] * xs
-        fading = self.ssm_norm(y.reshape(batch, length, d))
+        # Zero at invalid tokens so that padding never reaches the innovation of the next token.
+        fading = self.ssm_norm(y.reshape(batch, length, d)) * sequence_valid[..., None]
 
         guess = self.readout(F.pad(fading[:, :-1], (0, 0, 1, 0)))
         innovation = (u.detach() - guess).pow(2).mean(-1)  # (B, T)

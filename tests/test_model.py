@@ -1,0 +1,179 @@
+"""Behaviour of TSMojoModel: scaling, padding and batch independence, groups, NaN, persistence."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import random_walks, tiny_model
+from tsmojo import TSMojoConfig, TSMojoModel
+from tsmojo.layers import GroupLayout, select_memory
+from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET
+
+
+@settings(max_examples=12, deadline=None)
+@given(a=st.floats(1e-3, 1e4), b=st.floats(-1e5, 1e5))
+def test_forecasts_are_equivariant_to_positive_affine_maps(a: float, b: float) -> None:
+    model = tiny_model()
+    x = random_walks(3, 37).double()
+    base = model.forecast(x.float(), 11)
+    moved = model.forecast((a * x + b).float(), 11)
+    expected = a * base.double() + b
+    tolerance = 1e-4 * (a * base.double().abs().max() + abs(b)) + 1e-6
+    assert (moved.double() - expected).abs().max() <= tolerance
+
+
+def test_forecast_of_a_series_does_not_depend_on_its_batch() -> None:
+    model = tiny_model()
+    alone = random_walks(1, 23, seed=1)
+    others = random_walks(5, 70, seed=2)
+    batch = torch.full((6, 70), float("nan"))
+    batch[0, -23:] = alone[0]
+    batch[1:] = others
+    together = model.forecast(batch, 10)[0]
+    single = model.forecast(alone, 10)[0]
+    torch.testing.assert_close(together, single, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padding_with_nan_changes_nothing() -> None:
+    model = tiny_model()
+    x = random_walks(2, 30)
+    padded = torch.cat([torch.full((2, 41), float("nan")), x], dim=1)
+    torch.testing.assert_close(model.forecast(x, 8), model.forecast(padded, 8), atol=1e-5, rtol=1e-5)
+
+
+def test_groups_are_isolated_and_members_interact() -> None:
+    model = tiny_model()
+    x = random_walks(4, 40)
+    groups = torch.tensor([0, 0, 1, 1])
+    base = model.forecast(x, 8, group_ids=groups)
+    changed = x.clone()
+    changed[3] = random_walks(1, 40, seed=9)[0]  # a different shape (affine maps are scaled away)
+    after = model.forecast(changed, 8, group_ids=groups)
+    torch.testing.assert_close(after[:2], base[:2], atol=1e-6, rtol=0)  # other group untouched
+    assert (after[2] - base[2]).abs().max() > 1e-4  # its partner in group 1 reacts
+
+
+def test_known_future_covariates_are_read_and_past_covariates_future_is_ignored() -> None:
+    model = tiny_model()
+    x = random_walks(2, 40)
+    groups = torch.tensor([0, 0])
+    future = torch.randn(2, 8)
+    known = torch.tensor([TARGET, FUTURE_COVARIATE])
+    base = model.forecast(x, 8, groups, known, future)
+    assert (model.forecast(x, 8, groups, known, future * 5)[0] - base[0]).abs().max() > 1e-4
+    past = torch.tensor([TARGET, PAST_COVARIATE])
+    base_past = model.forecast(x, 8, groups, past, future)
+    torch.testing.assert_close(model.forecast(x, 8, groups, past, future * 5), base_past)
+
+
+def test_missing_values_give_finite_forecasts() -> None:
+    model = tiny_model()
+    x = random_walks(3, 48)
+    x[0, 5:17] = float("nan")  # whole missing patches inside the context
+    x[1, ::3] = float("nan")
+    x[2, :40] = float("nan")  # long leading gap
+    q = model.forecast(x, 12)
+    assert torch.isfinite(q).all()
+    assert (q[..., 1:] >= q[..., :-1]).all()  # sorted quantiles
+
+
+def test_constant_and_single_point_series() -> None:
+    model = tiny_model()
+    assert torch.isfinite(model.forecast(torch.full((1, 20), 5.0), 4)).all()
+    assert torch.isfinite(model.forecast(torch.tensor([[3.0]]), 4)).all()
+
+
+def test_long_horizon_unrolls_and_starts_like_the_short_one() -> None:
+    model = tiny_model()
+    x = random_walks(2, 50)
+    short = model.forecast(x, model.config.horizon)
+    long = model.forecast(x, 3 * model.config.horizon + 3)
+    assert long.shape == (2, 3 * model.config.horizon + 3, len(model.config.quantiles))
+    torch.testing.assert_close(long[:, : model.config.horizon], short)
+
+
+def test_loss_ignores_covariate_rows_and_missing_targets() -> None:
+    model = tiny_model()
+    x = random_walks(2, 32)
+    roles = torch.tensor([TARGET, PAST_COVARIATE])
+    target = torch.randn(2, 8)
+    first = model(x, torch.tensor([0, 0]), roles, future_target=target).quantile_loss
+    target2 = target.clone()
+    target2[1] = 100.0
+    target2[0, 3] = float("nan")
+    target_nan_only = target.clone()
+    target_nan_only[0, 3] = float("nan")
+    second = model(x, torch.tensor([0, 0]), roles, future_target=target2).quantile_loss
+    third = model(x, torch.tensor([0, 0]), roles, future_target=target_nan_only).quantile_loss
+    torch.testing.assert_close(second, third)
+    assert torch.isfinite(first) and torch.isfinite(second)
+
+
+def test_loss_backpropagates_to_every_parameter() -> None:
+    model = tiny_model().train()
+    x = random_walks(4, 64)
+    loss = model(x, torch.tensor([0, 0, 1, 2]), future_target=torch.randn(4, 8)).loss
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = TSMojoModel.from_pretrained(tmp_path)
+    x = random_walks(2, 30)
+    torch.testing.assert_close(loaded.forecast(x, 6), model.forecast(x, 6), atol=0, rtol=0)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        TSMojoModel.from_pretrained(tmp_path)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        TSMojoConfig(d_model=10, num_heads=3)
+    with pytest.raises(ValueError, match="unknown"):
+        TSMojoConfig.from_dict({"d_model": 16, "bogus": 1})
+    with pytest.raises(ValueError, match="num_output_patches"):
+        tiny_model()(random_walks(1, 10), num_output_patches=5)
+
+
+def test_memory_holds_top_innovation_tokens_from_earlier_chunks_only() -> None:
+    torch.manual_seed(0)
+    innovation = torch.rand(2, 23)
+    candidate = torch.rand(2, 23) > 0.2
+    chunk, topk, size = 4, 2, 3
+    memory = select_memory(innovation, candidate, chunk, topk, size)
+    assert memory.shape == (2, math.ceil(23 / chunk), size)
+    for b in range(2):
+        for c in range(memory.shape[1]):
+            slots = [int(m) for m in memory[b, c] if m >= 0]
+            assert all(m < c * chunk and candidate[b, m] for m in slots)
+            # Expected: per earlier chunk its top-k candidates, then the best `size` overall.
+            pool = []
+            for source in range(c):
+                positions = [p for p in range(source * chunk, min(23, (source + 1) * chunk)) if candidate[b, p]]
+                pool += sorted(positions, key=lambda p: -innovation[b, p])[:topk]
+            expected = sorted(pool, key=lambda p: -innovation[b, p])[:size]
+            assert sorted(slots) == sorted(expected)
+
+
+def test_group_layout_cost_follows_group_sizes_not_batch() -> None:
+    ids = torch.tensor([7] * 5 + list(range(100, 1100)) + [3, 3])
+    layout = GroupLayout.from_group_ids(ids)
+    shapes = sorted(tuple(b.shape) for b in layout.buckets)
+    assert shapes == [(1, 2), (1, 8)]  # singletons need no attention; one pair; one group of 5 padded to 8
+    rows = torch.cat([b[b >= 0] for b in layout.buckets]).sort().values
+    assert rows.tolist() == [0, 1, 2, 3, 4, 1005, 1006]
+
+
+def test_memory_changes_the_output_for_long_contexts() -> None:
+    model = tiny_model(memory_size=3)
+    no_memory = tiny_model(memory_size=0)
+    no_memory.load_state_dict(model.state_dict())
+    x = random_walks(1, 200)
+    assert (model.forecast(x, 8) - no_memory.forecast(x, 8)).abs().max() > 1e-6

@@ -1,0 +1,42 @@
+"""`tsmojo pretrain` runs from scratch, checkpoints, and resumes from its own checkpoint."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from tsmojo import TSMojoModel
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tsmojo.pretrain", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    first = run("--tiny", "--max-steps", "6", "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == 6
+    model_after_first = TSMojoModel.from_pretrained(run_dir / "model")
+
+    second = run("--tiny", "--max-steps", "10", "--run-dir", str(run_dir), "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == 10  # continued from step 6, not restarted
+    model_after_second = TSMojoModel.from_pretrained(run_dir / "model")
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(model_after_first.state_dict().values(), model_after_second.state_dict().values())
+    )
+    assert changed
+    metrics = (run_dir / "logs" / "metrics.csv").read_text()
+    assert "train_loss" in metrics and "val_wql" in metrics
+
+
+def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:
+    result = run("--tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "none"), "--resume")
+    assert result.returncode != 0 and "no checkpoint" in result.stderr
