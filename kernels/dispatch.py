@@ -4,6 +4,7 @@
 ``triton``, ``torch`` or ``naive`` forces one backend for the whole model.
 """
 
+import importlib.util
 import os
 from typing import Literal
 
@@ -18,13 +19,17 @@ Backend = Literal["triton", "torch", "naive"]
 _CHOICES = ("auto", "triton", "torch", "naive")
 
 
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def resolve_backend(device: torch.device) -> Backend:
     """The backend that runs on ``device`` under the current ``TSMOJO_KERNELS`` setting."""
     choice = os.environ.get("TSMOJO_KERNELS", "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"TSMOJO_KERNELS must be one of {_CHOICES}, got {choice!r}")
     if choice == "auto":
-        return "triton" if device.type == "cuda" else "torch"
+        return "triton" if device.type == "cuda" and _triton_available() else "torch"
     return choice  # type: ignore[return-value]
 
 

@@ -159,7 +159,7 @@ class GroupLayout:
         order = torch.argsort(inverse, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         buckets: dict[int, list[torch.Tensor]] = {}
-        for group, (start, count) in enumerate(zip(starts.tolist(), counts.tolist())):
+        for start, count in zip(starts.tolist(), counts.tolist()):
             if count < 2:
                 continue
             size = 1 << (count - 1).bit_length()

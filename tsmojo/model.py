@@ -222,7 +222,9 @@ class TSMojoModel(nn.Module):
         config_path, weights_path = directory / "config.json", directory / "model.safetensors"
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a tsmojo model directory holds config.json and model.safetensors")
+                raise FileNotFoundError(
+                    f"{path} not found: a tsmojo model directory holds config.json and model.safetensors"
+                )
         model = cls(TSMojoConfig.load(config_path))
         model.load_state_dict(load_file(str(weights_path), device=str(device)))
         return model.to(device).eval()
