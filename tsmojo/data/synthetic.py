@@ -151,8 +151,8 @@ def ets(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     level = np.full(n, 10.0)
     slope = rng.normal(scale=0.05, size=n) * (beta > 0)
     max_m = int(m.max())
-    amplitude = rng.uniform(0, 2.5, (n, 1)) * (m > 1)[:, None]
-    season = _fourier_season(rng, m.astype(float), max_m + 1)[:, :max_m] * amplitude
+    season = _fourier_season(rng, m.astype(float), max_m + 1)[:, :max_m]
+    season = season * rng.uniform(0, 2.5, (n, 1)) * (m > 1)[:, None]
     out = np.empty((n, length))
     rows = np.arange(n)
     eps = rng.normal(size=(n, length)) * sigma[:, None]
