@@ -68,16 +68,17 @@ def select_memory(
     score = F.pad(score, (0, num_chunks * chunk_size - length), value=float("-inf"))
     per_chunk = min(topk, chunk_size)
     values, index = score.view(batch, num_chunks, chunk_size).topk(per_chunk, dim=-1)
-    chunk_ids = torch.arange(num_chunks, device=innovation.device)
-    index = (index + chunk_ids[None, :, None] * chunk_size).view(batch, -1)
-    values = values.reshape(batch, -1)
-    source_chunk = chunk_ids.repeat_interleave(per_chunk)
-    visible = source_chunk[None, :] < chunk_ids[:, None]  # (query chunk, candidate)
-    scores = values[:, None, :].masked_fill(~visible[None], float("-inf"))
-    kept = min(memory_size, scores.shape[-1])
-    top_values, top_slots = scores.topk(kept, dim=-1)
-    positions = torch.gather(index[:, None, :].expand(-1, num_chunks, -1), 2, top_slots)
-    empty[..., :kept] = positions.masked_fill(torch.isinf(top_values), -1)
+    index = index + torch.arange(num_chunks, device=innovation.device)[None, :, None] * chunk_size
+    # Running top-M over the chunks seen so far: the best M of a union is the best M of
+    # (the best M so far, the newcomers), so one pass keeps the cost linear in the length.
+    kept_values = torch.full((batch, memory_size), float("-inf"), device=innovation.device)
+    kept_index = torch.full((batch, memory_size), -1, dtype=torch.long, device=innovation.device)
+    for chunk in range(1, num_chunks):
+        pool_values = torch.cat([kept_values, values[:, chunk - 1]], dim=1)
+        pool_index = torch.cat([kept_index, index[:, chunk - 1]], dim=1)
+        kept_values, order = pool_values.topk(memory_size, dim=-1)
+        kept_index = torch.gather(pool_index, 1, order)
+        empty[:, chunk] = kept_index.masked_fill(torch.isinf(kept_values), -1)
     return empty
 
 
