@@ -2,7 +2,8 @@
 
 from tsmojo.config import TSMojoConfig
 from tsmojo.model import TSMojoModel, TSMojoOutput
+from tsmojo.pipeline import TSMojoPipeline
 
 __version__ = "0.1.0"
 
-__all__ = ["TSMojoConfig", "TSMojoModel", "TSMojoOutput", "__version__"]
+__all__ = ["TSMojoConfig", "TSMojoModel", "TSMojoOutput", "TSMojoPipeline", "__version__"]

@@ -1,0 +1,97 @@
+"""Fast checks of the benchmark metric code (benchmarks/common.py, benchmarks/zero_shot.py).
+
+The seasonal-naive scores reproduce the published Chronos Benchmark II values; the published
+aggregate reproduces the anchors' table. Skipped where the shared datasets are absent.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.common import (
+    AGGREGATE_DATASETS,
+    EVAL_QUANTILES,
+    DatasetSpec,
+    EvalDataset,
+    geometric_mean,
+    load_dataset,
+    published_results_path,
+    quantile_forecasts,
+    score_forecasts,
+    seasonal_naive_values,
+    shared_datasets_dir,
+)
+
+needs_data = pytest.mark.skipif(
+    not (shared_datasets_dir() / "eval" / "hospital" / "data.parquet").is_file()
+    or not published_results_path().is_file(),
+    reason="shared eval datasets / published results not available",
+)
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("name", "mase", "wql"),
+    [
+        ("hospital", 0.920528, 0.072626),
+        ("m1_quarterly", 2.077537, 0.149502),
+        ("car_parts", 1.201464, 1.599952),  # missing values in context and labels
+    ],
+)
+def test_seasonal_naive_reproduces_published(name, mase, wql):
+    dataset = load_dataset(name)
+    scores = score_forecasts(dataset, quantile_forecasts(dataset, seasonal_naive_values(dataset), EVAL_QUANTILES))
+    assert scores["MASE"] == pytest.approx(mase, abs=1e-3)
+    assert scores["WQL"] == pytest.approx(wql, abs=1e-3)
+
+
+@needs_data
+def test_published_aggregate_matches_anchor_table():
+    from benchmarks.zero_shot import add_relative, published_rows, summarize
+
+    frame = add_relative(published_rows(AGGREGATE_DATASETS))
+    agg = summarize(frame).set_index("model")
+    assert agg.loc["tirex", "gmean_rel_MASE"] == pytest.approx(0.782, abs=5e-4)
+    assert agg.loc["tirex", "gmean_rel_WQL"] == pytest.approx(0.615, abs=5e-4)
+    assert agg.loc["auto_ets", "gmean_rel_MASE"] == pytest.approx(0.844, abs=5e-4)
+    assert agg.loc["seasonal_naive", "gmean_rel_MASE"] == pytest.approx(1.0)
+
+
+def _toy_dataset(h: int = 3, m: int = 2) -> EvalDataset:
+    targets = [np.array([1, 2, 4, 3, 5, 6, 8, 7], np.float32), np.array([5, np.nan, 7, 8, 9, 10, 11], np.float32)]
+    return EvalDataset(
+        name="toy",
+        freq="D",
+        prediction_length=h,
+        seasonality=m,
+        item_ids=["a", "b"],
+        starts=[pd.Period("2020-01-01", freq="D")] * 2,
+        targets=targets,
+    )
+
+
+def test_seasonal_naive_values():
+    naive = seasonal_naive_values(_toy_dataset())
+    assert naive.shape == (2, 3, len(EVAL_QUANTILES))
+    np.testing.assert_allclose(naive[0, :, 0], [3, 5, 3])  # context 1 2 4 3 5: last season 3 5
+    np.testing.assert_allclose(naive[1, :, 4], [7, 8, 7])  # context 5 nan 7 8: last season 7 8
+
+
+def test_metrics_by_hand():
+    dataset = _toy_dataset()
+    labels = np.stack(dataset.labels)[..., None].repeat(len(EVAL_QUANTILES), -1).astype(float)
+    assert score_forecasts(dataset, quantile_forecasts(dataset, labels, EVAL_QUANTILES)) == {"MASE": 0.0, "WQL": 0.0}
+    # Every quantile 1 above the label. Seasonal (m=2) scales: series a (|4-1|+|3-2|+|5-4|)/3 = 5/3;
+    # series b |7-5| = 2 (the difference with the missing value is masked).
+    scores = score_forecasts(dataset, quantile_forecasts(dataset, labels + 1.0, EVAL_QUANTILES))
+    assert scores["MASE"] == pytest.approx((3 * 3 / 5 + 3 * 1 / 2) / 6)
+    # Quantile loss 2 * (1 - q) per point, 6 points, sum |y| = 51, mean of (1 - q) over 0.1..0.9 = 0.5.
+    assert scores["WQL"] == pytest.approx(6 / 51)
+
+
+def test_geometric_mean_and_spec():
+    assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
+    assert math.isnan(geometric_mean([1.0, float("nan")]))
+    assert DatasetSpec("x", ("x",), None, 1, 1).prediction_length == 1

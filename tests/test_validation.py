@@ -1,0 +1,162 @@
+"""tsmojo.validation: the series checks shared by predict_df, the GluonTS helpers and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsmojo.validation import (
+    FREQ_ATTR,
+    SeriesError,
+    future_timestamps,
+    normalize_freq,
+    period_freq,
+    raise_for_errors,
+    resolve_columns,
+    validate_future_frame,
+    validate_long_frame,
+)
+
+
+def _series(series_id, values, start="2021-01-01", freq="D"):
+    return pd.DataFrame(
+        {"unique_id": series_id, "ds": pd.date_range(start, periods=len(values), freq=freq), "y": values}
+    )
+
+
+def _frame():
+    good = _series("good", np.arange(10.0))
+    nan_only = _series("all_nan", [np.nan] * 5)
+    inf = _series("has_inf", [1.0, np.inf, 2.0, 3.0])
+    duplicated = _series("dup", [1.0, 2.0, 3.0, 4.0])
+    duplicated.loc[2, "ds"] = duplicated.loc[1, "ds"]
+    gappy = _series("gap", np.arange(6.0)).drop(index=3)
+    text = _series("text", np.arange(4.0)).astype({"y": object})
+    text.loc[2, "y"] = "n/a"
+    off_grid = _series("off_grid", np.arange(5.0))
+    off_grid.loc[4, "ds"] = off_grid.loc[3, "ds"] + pd.Timedelta(hours=5)
+    leading = _series("leading_nan", [np.nan, np.nan, 3.0, 3.0, 3.0])
+    return pd.concat([good, nan_only, inf, duplicated, gappy, text, off_grid, leading], ignore_index=True)
+
+
+def test_collect_mode_reports_each_bad_series_and_keeps_good_ones():
+    clean, errors = validate_long_frame(_frame(), "unique_id", "ds", ["y"])
+    assert all(isinstance(e, SeriesError) for e in errors)
+    reasons = {e.series_id: e.reason for e in errors}
+    assert list(reasons) == ["all_nan", "has_inf", "dup", "gap", "text", "off_grid"]  # order of appearance
+    assert "no observed value" in reasons["all_nan"]
+    assert "infinite" in reasons["has_inf"]
+    assert "duplicate timestamps" in reasons["dup"]
+    assert "missing" in reasons["gap"] and "fill_gaps" in reasons["gap"]
+    assert "not numeric" in reasons["text"]
+    assert "off the" in reasons["off_grid"]
+    assert set(clean["unique_id"]) == {"good", "leading_nan"}  # leading NaNs and constant values are fine
+    assert clean["y"].dtype == float
+    assert clean.attrs[FREQ_ATTR]["good"] == pd.offsets.Day()
+
+
+def test_fill_gaps_inserts_missing_timestamps_as_nan():
+    clean, errors = validate_long_frame(_frame(), "unique_id", "ds", ["y"], fill_gaps=True)
+    assert "gap" not in {e.series_id for e in errors}
+    gap = clean[clean["unique_id"] == "gap"]
+    assert len(gap) == 6 and np.isnan(gap["y"].iloc[3])
+    assert (gap["ds"].diff().dropna() == pd.Timedelta(days=1)).all()
+
+
+def test_raise_mode_names_every_bad_series():
+    _, errors = validate_long_frame(_frame(), "unique_id", "ds", ["y"])
+    with pytest.raises(ValueError, match="6 invalid series") as info:
+        raise_for_errors(errors)
+    for name in ("all_nan", "has_inf", "dup", "gap", "text", "off_grid"):
+        assert repr(name) in str(info.value)
+    raise_for_errors([])  # no error, no exception
+
+
+def test_integer_index_and_short_series_borrow_frequency():
+    df = pd.DataFrame({"id": ["a"] * 5 + ["b"] * 2, "t": [0, 2, 4, 6, 8, 10, 12], "v": np.arange(7.0)})
+    clean, errors = validate_long_frame(df, "id", "t", ["v"])
+    assert errors == []
+    assert clean.attrs[FREQ_ATTR] == {"a": 2, "b": 2}
+    df.loc[2, "t"] = 5
+    _, errors = validate_long_frame(df, "id", "t", ["v"], freq=2)
+    assert [e.series_id for e in errors] == ["a"]
+
+
+def test_missing_column_is_a_frame_error():
+    with pytest.raises(ValueError, match="not found"):
+        validate_long_frame(_frame(), "unique_id", "ds", ["target"])
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [("H", "h"), ("h", "h"), ("T", "min"), ("15T", "15min"), ("min", "min"), ("MS", "MS"), ("W-SUN", "W-SUN"),
+     ("W", "W-SUN"), ("B", "B"), ("QS-DEC", "QS-DEC"), ("M", "ME"), ("A-DEC", "YE-DEC"), ("D", "D")],
+)  # fmt: skip
+def test_normalize_freq_accepts_old_and_new_aliases(alias, expected):
+    assert normalize_freq(alias).freqstr == expected
+
+
+@pytest.mark.parametrize(
+    ("freq", "last", "expected"),
+    [
+        ("MS", "2020-11-01", ["2020-12-01", "2021-01-01", "2021-02-01"]),
+        ("W-SUN", "2021-01-03", ["2021-01-10", "2021-01-17", "2021-01-24"]),
+        ("B", "2021-01-08", ["2021-01-11", "2021-01-12", "2021-01-13"]),  # Friday -> Monday
+        ("QS-DEC", "2020-12-01", ["2021-03-01", "2021-06-01", "2021-09-01"]),
+        ("H", "2021-01-01 22:00", ["2021-01-01 23:00", "2021-01-02 00:00", "2021-01-02 01:00"]),
+    ],
+)
+def test_future_timestamps(freq, last, expected):
+    got = future_timestamps(pd.Timestamp(last), freq, 3)
+    assert list(got) == [pd.Timestamp(x) for x in expected]
+
+
+def test_future_timestamps_integer_index():
+    assert list(future_timestamps(9, 1, 3)) == [10, 11, 12]
+
+
+def test_period_freq_for_start_anchored_offsets():
+    assert period_freq("MS") == "M"
+    assert period_freq("QS-DEC") == "Q-NOV"
+    assert period_freq("YS") == "Y-DEC"
+    assert period_freq("W-SUN") == "W-SUN"
+    assert period_freq("H") == "h"
+    stamp = pd.Timestamp("2020-12-01")
+    assert pd.Period(stamp, freq=period_freq("QS-DEC")).to_timestamp() == stamp
+
+
+def test_resolve_columns_detects_conventions():
+    assert resolve_columns(pd.DataFrame(columns=["unique_id", "ds", "y", "x"])) == ("unique_id", "ds", ["y"])
+    assert resolve_columns(pd.DataFrame(columns=["item_id", "timestamp", "target"])) == (
+        "item_id",
+        "timestamp",
+        ["target"],
+    )
+    assert resolve_columns(pd.DataFrame(columns=["id", "timestamp", "a", "b"]), target=["a", "b"]) == (
+        "id",
+        "timestamp",
+        ["a", "b"],
+    )
+    with pytest.raises(ValueError, match="cannot find"):
+        resolve_columns(pd.DataFrame(columns=["key", "when", "value"]))
+
+
+def test_future_frame_checks():
+    history = pd.concat([_series("a", np.arange(5.0)), _series("b", np.arange(5.0))], ignore_index=True)
+    history["x"] = 1.0
+    clean, _ = validate_long_frame(history, "unique_id", "ds", ["y"])
+    future = pd.DataFrame(
+        {"unique_id": ["a"] * 3 + ["b"] * 3, "ds": list(pd.date_range("2021-01-06", periods=3)) * 2, "x": 0.0}
+    )
+    _, errors = validate_future_frame(future, clean, "unique_id", "ds", 3, ["x"])
+    assert errors == []
+    _, errors = validate_future_frame(future.iloc[:5], clean, "unique_id", "ds", 3, ["x"])
+    assert errors[0].series_id == "b" and "2 rows" in errors[0].reason
+    _, errors = validate_future_frame(future.iloc[:3], clean, "unique_id", "ds", 3, ["x"])
+    assert errors[0].series_id == "b" and "missing" in errors[0].reason
+    shifted = future.assign(ds=future["ds"] + pd.Timedelta(days=1))
+    _, errors = validate_future_frame(shifted, clean, "unique_id", "ds", 3, ["x"])
+    assert {e.series_id for e in errors} == {"a", "b"} and "do not follow" in errors[0].reason
+    with pytest.raises(ValueError, match="not in df"):
+        validate_future_frame(future.assign(z=1.0), clean, "unique_id", "ds", 3, ["x"])

@@ -1,0 +1,112 @@
+"""Conversions between GluonTS data entries and the pipeline's task format."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from gluonts.dataset.field_names import FieldName
+
+from tsmojo.validation import (
+    FREQ_ATTR,
+    period_freq,
+    raise_for_errors,
+    resolve_columns,
+    validate_long_frame,
+)
+
+__all__ = ["entry_to_input", "frame_to_entries", "to_period"]
+
+
+def to_period(timestamp, freq) -> pd.Period:
+    """``pd.Period`` of ``timestamp`` at any timestamp frequency (``MS``, ``QS-DEC``, ``B``...),
+    without pandas' deprecation warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return pd.Period(pd.Timestamp(timestamp), freq=period_freq(freq))
+
+
+def entry_to_input(entry: dict, prediction_length: int | None = None, training: bool = False) -> dict:
+    """A GluonTS data entry as one :meth:`tsmojo.TSMojoPipeline.predict` input (one group).
+
+    * ``target`` (T,) or (D, T): the target row(s); (D, T) is forecast jointly as one group.
+    * ``feat_dynamic_real`` (K, >= T + H): known-future covariates (their first T values are the
+      history, the next H the future). With ``training`` only the first T values are needed.
+    * ``past_feat_dynamic_real`` (K, >= T): past-only covariates (the first T values are used).
+
+    Other fields (static features, categorical dynamic features) are ignored.
+    """
+    target = np.asarray(entry[FieldName.TARGET], dtype=float)
+    length = target.shape[-1]
+    item: dict = {"target": target, "past_covariates": {}, "future_covariates": {}}
+    known = entry.get(FieldName.FEAT_DYNAMIC_REAL)
+    if known is not None:
+        known = np.asarray(known, dtype=float).reshape(-1, np.shape(known)[-1])
+        needed = length if training else length + (prediction_length or 0)
+        if known.shape[1] < needed:
+            raise ValueError(
+                f"item {entry.get(FieldName.ITEM_ID)!r}: feat_dynamic_real has {known.shape[1]} steps, "
+                f"needs {needed} (the target's {length} plus prediction_length)"
+            )
+        for k, row in enumerate(known):
+            item["past_covariates"][f"feat_dynamic_real_{k}"] = row[:length]
+            item["future_covariates"][f"feat_dynamic_real_{k}"] = row[length:needed]
+    past = entry.get(FieldName.PAST_FEAT_DYNAMIC_REAL)
+    if past is not None:
+        past = np.asarray(past, dtype=float).reshape(-1, np.shape(past)[-1])
+        if past.shape[1] < length:
+            raise ValueError(
+                f"item {entry.get(FieldName.ITEM_ID)!r}: past_feat_dynamic_real has {past.shape[1]} steps, "
+                f"the target {length}"
+            )
+        for k, row in enumerate(past):
+            item["past_covariates"][f"past_feat_dynamic_real_{k}"] = row[:length]
+    return item
+
+
+def frame_to_entries(
+    df: pd.DataFrame,
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: str | Sequence[str] | None = None,
+    freq: str | None = None,
+    past_covariates: Sequence[str] = (),
+    known_covariates: Sequence[str] = (),
+    future_df: pd.DataFrame | None = None,
+    fill_gaps: bool = False,
+) -> list[dict]:
+    """Long frame -> list of GluonTS entries (``start`` as ``pd.Period``), validated like
+    :meth:`tsmojo.TSMojoPipeline.predict_df`. Several targets give a 2-D (D, T) target.
+    ``known_covariates`` become ``feat_dynamic_real`` (extended with ``future_df`` rows when given),
+    ``past_covariates`` become ``past_feat_dynamic_real``. Numeric covariates only."""
+    id_column, timestamp_column, targets = resolve_columns(df, id_column, timestamp_column, target)
+    clean, errors = validate_long_frame(df, id_column, timestamp_column, targets, freq=freq, fill_gaps=fill_gaps)
+    raise_for_errors(errors, "df")
+    freqs = clean.attrs.pop(FREQ_ATTR)
+    clean.attrs = {}
+    futures = {}
+    if future_df is not None:
+        futures = dict(iter(future_df.sort_values([id_column, timestamp_column]).groupby(id_column)))
+    groups = dict(iter(clean.groupby(id_column, sort=False)))
+    entries = []
+    for series_id in [i for i in pd.unique(df[id_column]) if i in groups]:
+        part = groups[series_id]
+        values = part[targets].to_numpy(dtype=float).T
+        if freqs.get(series_id) is None or isinstance(freqs[series_id], int):
+            raise ValueError(f"series {series_id!r}: GluonTS needs a date frequency; pass freq=")
+        entry = {
+            FieldName.ITEM_ID: series_id,
+            FieldName.START: to_period(part[timestamp_column].iloc[0], freqs[series_id]),
+            FieldName.TARGET: values[0] if len(targets) == 1 else values,
+        }
+        if known_covariates:
+            known = part[list(known_covariates)].to_numpy(dtype=float).T
+            if series_id in futures:
+                known = np.concatenate([known, futures[series_id][list(known_covariates)].to_numpy(dtype=float).T], 1)
+            entry[FieldName.FEAT_DYNAMIC_REAL] = known
+        if past_covariates:
+            entry[FieldName.PAST_FEAT_DYNAMIC_REAL] = part[list(past_covariates)].to_numpy(dtype=float).T
+        entries.append(entry)
+    return entries
