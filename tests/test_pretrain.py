@@ -33,8 +33,9 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
         for a, b in zip(model_after_first.state_dict().values(), model_after_second.state_dict().values())
     )
     assert changed
-    metrics = (run_dir / "logs" / "metrics.csv").read_text()
-    assert "train_loss" in metrics and "val_wql" in metrics
+    logs = sorted((run_dir / "logs").glob("from_step_*/metrics.csv"))
+    assert [p.parent.name for p in logs] == ["from_step_0", "from_step_6"]  # one log per run, none overwritten
+    assert all("train_loss" in p.read_text() and "val_wql" in p.read_text() for p in logs)
 
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:

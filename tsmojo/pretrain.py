@@ -5,7 +5,8 @@
 
 Checkpoints (Lightning, for resuming) go to RUN_DIR/checkpoints every few minutes; the model
 itself is exported as safetensors + config.json to RUN_DIR/model (or --export-dir) at every
-checkpoint and at the end. Metrics are logged to RUN_DIR/logs/metrics.csv.
+checkpoint and at the end. Metrics are logged to RUN_DIR/logs/from_step_N/metrics.csv, one
+folder per run so a resumed run never overwrites the learning curve of the previous ones.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=config.max_steps, max_epochs=-1,
         val_check_interval=config.validation_every, check_val_every_n_epoch=None,
-        logger=pl.loggers.CSVLogger(run_dir, name="logs", version=""),
+        logger=pl.loggers.CSVLogger(run_dir, name="logs", version=f"from_step_{start_step}"),
         callbacks=[checkpoint, exporter], enable_progress_bar=False, gradient_clip_val=1.0,
         log_every_n_steps=10, num_sanity_val_steps=0, deterministic=False,
     )
