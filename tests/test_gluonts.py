@@ -173,3 +173,21 @@ def test_estimator_trains_a_predictor_without_stray_files(tmp_path, monkeypatch)
     assert len(forecasts) == 3 and forecasts[0].forecast_array.shape[1] == 8
     assert list(tmp_path.iterdir()) == []
     assert predictor.pipeline.fit_history["steps"] == 4
+
+
+def test_frame_to_entries_known_covariates_with_future_df():
+    history = pd.DataFrame(
+        {"unique_id": "a", "ds": pd.date_range("2024-01-01", periods=10, freq="D"), "y": np.arange(10.0)}
+    )
+    history["promo"], history["temp"] = np.arange(10.0) * 10, np.arange(10.0) / 10
+    future = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2024-01-11", periods=3, freq="D")})
+    future["promo"], future["y"] = [100.0, 110.0, 120.0], np.nan  # extra columns are ignored
+    (entry,) = frame_to_entries(history, known_covariates=["promo"], past_covariates=["temp"], future_df=future)
+    assert entry["start"] == pd.Period("2024-01-01", freq="D") and entry["item_id"] == "a"
+    np.testing.assert_array_equal(entry["feat_dynamic_real"], [np.arange(13.0) * 10])
+    np.testing.assert_array_equal(entry["past_feat_dynamic_real"], [np.arange(10.0) / 10])
+    # future rows that do not follow the history would misalign the covariates: an error naming the series
+    with pytest.raises(ValueError, match="'a'.*do not follow"):
+        frame_to_entries(
+            history, known_covariates=["promo"], future_df=future.assign(ds=future["ds"] + pd.Timedelta(days=1))
+        )

@@ -35,7 +35,8 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
     assert changed
     logs = sorted((run_dir / "logs").glob("from_step_*/metrics.csv"))
     assert [p.parent.name for p in logs] == ["from_step_0", "from_step_6"]  # one log per run, none overwritten
-    assert all("train_loss" in p.read_text() and "val_wql" in p.read_text() for p in logs)
+    first_log = logs[0].read_text()
+    assert "train_loss" in first_log and "val_wql" in first_log  # validation ran at step 5
 
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,3 +162,21 @@ def test_future_frame_checks():
     assert {e.series_id for e in errors} == {"a", "b"} and "do not follow" in errors[0].reason
     with pytest.raises(ValueError, match="not in df"):
         validate_future_frame(future.assign(z=1.0), clean, "unique_id", "ds", 3, ["x"])
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_time_zone_aware_timestamps(tz):
+    """Hourly data over a DST change: regular in UTC, so no gap; future_df checked in the same zone."""
+    history = _series("a", np.arange(48.0), start=pd.Timestamp("2024-03-30", tz=tz), freq="h")
+    history["x"] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy has no time zones: no lossy datetime64 conversion
+        clean, errors = validate_long_frame(history, "unique_id", "ds", ["y"])
+    assert errors == [] and clean.attrs[FREQ_ATTR]["a"] == pd.offsets.Hour()
+    stamps = pd.date_range(history["ds"].iloc[-1], periods=4, freq="h")[1:]
+    assert str(stamps.tz) == tz
+    future = pd.DataFrame({"unique_id": "a", "ds": stamps, "x": 0.0})
+    _, errors = validate_future_frame(future, clean, "unique_id", "ds", 3, ["x"])
+    assert errors == []
+    _, errors = validate_future_frame(future.assign(ds=stamps + pd.Timedelta(hours=1)), clean, "unique_id", "ds", 3)
+    assert [e.series_id for e in errors] == ["a"] and "do not follow" in errors[0].reason

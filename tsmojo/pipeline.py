@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, TSMojoModel
 from tsmojo.validation import (
     FREQ_ATTR,
+    SeriesError,
     future_timestamps,
     raise_for_errors,
     resolve_columns,
@@ -546,14 +548,15 @@ class TSMojoPipeline:
         id_column, timestamp_column, targets, ids, tasks, lasts, freqs = self._frame_tasks(
             df, future_df, id_column, timestamp_column, target, prediction_length, freq, fill_gaps
         )
+        # checked before the forecast (which may take long), naming every such series
+        reason = "cannot infer its frequency from one timestamp; pass freq="
+        raise_for_errors([SeriesError(i, reason) for i in ids if freqs.get(i) is None], "df")
         model_quantiles = self._forecast_tasks(tasks, prediction_length, batch_size, context_length, cross_learning)
         levels = list(quantile_levels)
         quantiles, _ = self._summarise(model_quantiles, [*levels, 0.5])
         names = [_level_name(q) for q in levels]
         frames = []
         for series_id, last, q in zip(ids, lasts, quantiles, strict=True):
-            if freqs.get(series_id) is None:
-                raise ValueError(f"series {series_id!r}: cannot infer its frequency from one timestamp; pass freq=")
             stamps = future_timestamps(last, freqs[series_id], prediction_length)
             if isinstance(stamps, pd.DatetimeIndex) and isinstance(last, pd.Timestamp) and last.unit != stamps.unit:
                 stamps = stamps.as_unit(last.unit)
@@ -725,6 +728,9 @@ class _WindowStream(torch.utils.data.IterableDataset):
         usable = [t for t in tasks if t.length >= 2]
         if not usable:
             raise ValueError("fit needs at least one series with 2 or more points")
+        if len(usable) < len(tasks):
+            dropped = len(tasks) - len(usable)
+            warnings.warn(f"fit: {dropped} training series with a single point are not used", stacklevel=3)
         self.tasks, self.horizon, self.context_length = usable, horizon, context_length
         self.batch_size, self.seed = batch_size, seed
         lengths = np.array([t.length for t in usable], dtype=float)
@@ -747,6 +753,12 @@ def _validation_batches(tasks: list[_Task], horizon: int, context_length: int, b
     windows = [t.window(t.length - horizon, horizon, context_length) for t in tasks if t.length > horizon]
     if not windows:
         raise ValueError(f"validation series must be longer than prediction_length={horizon}")
+    if len(windows) < len(tasks):
+        warnings.warn(
+            f"fit: {len(tasks) - len(windows)} validation series not longer than prediction_length={horizon} "
+            "are not scored",
+            stacklevel=3,
+        )
     for start in range(0, len(windows), batch_size):
         yield _collate(windows[start : start + batch_size])
 

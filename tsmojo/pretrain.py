@@ -52,6 +52,7 @@ class PretrainConfig:
     validation_every: int = 250
     validation_batches: int = 4
     checkpoint_minutes: float = 5.0
+    log_every: int = 10
     threads: int = 2
 
     @classmethod
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                window=2, chunk_size=4, memory_size=4, max_output_patches=2), **config.model}
         config.tokens_per_batch, config.max_batch_size, config.horizon = 200, 16, 16
         config.validation_batches, config.validation_every, config.use_real_series = 1, 5, False
+        config.log_every = 1
     torch.set_num_threads(config.threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         val_check_interval=config.validation_every, check_val_every_n_epoch=None,
         logger=pl.loggers.CSVLogger(run_dir, name="logs", version=f"from_step_{start_step}"),
         callbacks=[checkpoint, exporter], enable_progress_bar=False, gradient_clip_val=1.0,
-        log_every_n_steps=10, num_sanity_val_steps=0, deterministic=False,
+        log_every_n_steps=config.log_every, num_sanity_val_steps=0, deterministic=False,
     )
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if args.resume else None)

@@ -40,6 +40,14 @@ __all__ = [
 #: the value is a pandas ``DateOffset`` for datetime timestamps and an ``int`` step for integer ones.
 FREQ_ATTR = "tsmojo_freq"
 
+
+class _SharedFrequencies(dict):
+    """``{series_id: freq}`` kept in ``DataFrame.attrs``. pandas deep-copies ``attrs`` on every
+    operation, which made each operation O(number of series); this read-only map is shared instead."""
+
+    def __deepcopy__(self, memo: dict) -> _SharedFrequencies:
+        return self
+
 # Column names tried, in order, when the caller does not name them.
 _COLUMN_CANDIDATES = (("unique_id", "ds", "y"), ("item_id", "timestamp", "target"), ("id", "timestamp", "target"))
 
@@ -294,7 +302,9 @@ def validate_long_frame(
     has_inf = np.logical_or.reduceat(np.isinf(values).any(axis=1), boundaries) if len(ids) else np.zeros(0, bool)
     observed = np.logical_or.reduceat(np.isfinite(values), boundaries, axis=0) if len(ids) else np.zeros((0, 1))
     ts_values = frame[timestamp_column]
-    steps_known = integer_index or ts_values.dtype.kind == "M"  # naive datetimes or integers
+    steps_known = integer_index or ts_values.dtype.kind == "M"  # datetimes (naive or tz-aware) or integers
+    if isinstance(ts_values.dtype, pd.DatetimeTZDtype):
+        ts_values = ts_values.dt.tz_convert(None)  # steps in UTC nanoseconds: numpy has no time zones
     min_step = np.full(len(boundaries), -1, dtype=np.int64)
     max_step = np.full(len(boundaries), -2, dtype=np.int64)
     if steps_known and len(ids):
@@ -406,7 +416,7 @@ def validate_long_frame(
         clean = pd.concat([clean, *filled.values()], ignore_index=True)
         clean = clean.sort_values([id_column, timestamp_column], kind="stable")
     clean = clean.reset_index(drop=True)
-    clean.attrs[FREQ_ATTR] = {k: v for k, v in freqs.items() if k not in errors}
+    clean.attrs[FREQ_ATTR] = _SharedFrequencies({k: v for k, v in freqs.items() if k not in errors})
     rank = {series_id: i for i, series_id in enumerate(order)}
     ordered = sorted(errors.items(), key=lambda item: rank.get(item[0], -1))
     return clean, [SeriesError(k, v) for k, v in ordered]
@@ -490,7 +500,8 @@ def validate_future_frame(
         if series_freq is not None:
             expected = future_timestamps(last_ts, series_freq, prediction_length)
             got = pd.Index(part[timestamp_column])
-            if not np.array_equal(got.to_numpy(), expected.to_numpy().astype(got.dtype)):
+            # Index comparison handles time zones and units (numpy's astype cannot take a tz dtype)
+            if len(got) != len(expected) or not bool((got == expected).all()):
                 errors.append(
                     SeriesError(
                         series_id,

@@ -14,6 +14,7 @@ from tsmojo.validation import (
     period_freq,
     raise_for_errors,
     resolve_columns,
+    validate_future_frame,
     validate_long_frame,
 )
 
@@ -79,7 +80,8 @@ def frame_to_entries(
 ) -> list[dict]:
     """Long frame -> list of GluonTS entries (``start`` as ``pd.Period``), validated like
     :meth:`tsmojo.TSMojoPipeline.predict_df`. Several targets give a 2-D (D, T) target.
-    ``known_covariates`` become ``feat_dynamic_real`` (extended with ``future_df`` rows when given),
+    ``known_covariates`` become ``feat_dynamic_real`` (extended with ``future_df`` rows when given;
+    every series needs the same number of them, at the timestamps following its history),
     ``past_covariates`` become ``past_feat_dynamic_real``. Numeric covariates only."""
     id_column, timestamp_column, targets = resolve_columns(df, id_column, timestamp_column, target)
     clean, errors = validate_long_frame(df, id_column, timestamp_column, targets, freq=freq, fill_gaps=fill_gaps)
@@ -87,8 +89,16 @@ def frame_to_entries(
     freqs = clean.attrs.pop(FREQ_ATTR)
     clean.attrs = {}
     futures = {}
-    if future_df is not None:
-        futures = dict(iter(future_df.sort_values([id_column, timestamp_column]).groupby(id_column)))
+    if future_df is not None and known_covariates:
+        # The same checks as predict_df: every series needs the same number of future rows, at the
+        # timestamps following its history -- otherwise the covariates would silently misalign.
+        future_df = future_df[[id_column, timestamp_column, *known_covariates]]
+        horizon = int(future_df.groupby(id_column).size().max()) if len(future_df) else 0
+        future, future_errors = validate_future_frame(
+            future_df, clean, id_column, timestamp_column, horizon, known_covariates, freqs=freqs
+        )
+        raise_for_errors(future_errors, "future_df")
+        futures = dict(iter(future.groupby(id_column, sort=False)))
     groups = dict(iter(clean.groupby(id_column, sort=False)))
     entries = []
     for series_id in [i for i in pd.unique(df[id_column]) if i in groups]:
