@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,20 +12,12 @@ from gluonts.model import evaluate_forecasts, evaluate_model
 from gluonts.model.forecast import QuantileForecast
 from gluonts.model.predictor import Predictor
 
+from tests.helpers import load_eval
 from tsmojo.gluonts import TSMojoEstimator, TSMojoPredictor, frame_to_entries
 from tsmojo.pipeline import TSMojoPipeline
 
-DATASETS = Path(
-    os.environ.get("TSMOJO_SHARED_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets")
-)
 LEVELS = tuple(np.round(np.arange(1, 10) / 10, 1))
 
-
-def load_eval(name: str) -> pd.DataFrame:
-    path = DATASETS / "eval" / name / "data.parquet"
-    if not path.is_file():
-        pytest.skip(f"real dataset {path} not found (set TSMOJO_SHARED_DATASETS to the shared datasets folder)")
-    return pd.read_parquet(path)
 
 
 @pytest.fixture(scope="module")

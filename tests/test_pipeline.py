@@ -6,25 +6,12 @@ shared eval datasets (located by $TSMOJO_SHARED_DATASETS, default <repo>/../shar
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import load_eval
 from tsmojo.pipeline import TSMojoPipeline, interpolate_quantiles, mean_weights
-
-DATASETS = Path(
-    os.environ.get("TSMOJO_SHARED_DATASETS", Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets")
-)
-
-
-def load_eval(name: str) -> pd.DataFrame:
-    path = DATASETS / "eval" / name / "data.parquet"
-    if not path.is_file():
-        pytest.skip(f"real dataset {path} not found (set TSMOJO_SHARED_DATASETS to the shared datasets folder)")
-    return pd.read_parquet(path)
 
 
 @pytest.fixture(scope="module")
