@@ -27,6 +27,7 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
     assert summary["steps"] == 10  # continued from step 6, not restarted
+    assert summary["thread_seconds_total"] >= summary["wall_seconds_total"] > 0
     model_after_second = TSMojoModel.from_pretrained(run_dir / "model")
     changed = any(
         not torch.equal(a, b)

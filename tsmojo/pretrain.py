@@ -131,7 +131,8 @@ class ThroughputAndExport(pl.Callback):
         summary["steps"] = int(trainer.global_step)
         summary["series_seen_total"] = summary.get("series_seen_total", 0) + self.series
         summary["wall_seconds_total"] = summary.get("wall_seconds_total", 0.0) + elapsed
-        summary["cpu_hours_total"] = summary["wall_seconds_total"] * torch.get_num_threads() / 3600
+        # Each run adds its own thread count: runs resumed with other settings must not rescale the past.
+        summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * torch.get_num_threads()
         summary["series_per_second_this_run"] = self.series / max(elapsed, 1e-9)
         (self.export_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = export_dir / "training_summary.json"
         if previous.is_file():
             old = json.loads(previous.read_text())
-            summary.update({k: old[k] for k in ("series_seen_total", "wall_seconds_total") if k in old})
+            totals = ("series_seen_total", "wall_seconds_total", "thread_seconds_total")
+            summary.update({k: old[k] for k in totals if k in old})
     stream = PretrainStream(sampler, config, model_config.patch_size, start_step)
     train_loader = DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True,
                               prefetch_factor=4)
