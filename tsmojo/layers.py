@@ -61,9 +61,9 @@ def select_memory(
     """
     batch, length = innovation.shape
     num_chunks = -(-length // chunk_size)
-    empty = torch.full((batch, num_chunks, memory_size), -1, dtype=torch.long, device=innovation.device)
+    memory = torch.full((batch, num_chunks, memory_size), -1, dtype=torch.long, device=innovation.device)
     if memory_size == 0 or topk == 0 or num_chunks < 2:
-        return empty
+        return memory
     score = innovation.float().masked_fill(~candidate, float("-inf"))
     score = F.pad(score, (0, num_chunks * chunk_size - length), value=float("-inf"))
     per_chunk = min(topk, chunk_size)
@@ -78,8 +78,8 @@ def select_memory(
         pool_index = torch.cat([kept_index, index[:, chunk - 1]], dim=1)
         kept_values, order = pool_values.topk(memory_size, dim=-1)
         kept_index = torch.gather(pool_index, 1, order)
-        empty[:, chunk] = kept_index.masked_fill(torch.isinf(kept_values), -1)
-    return empty
+        memory[:, chunk] = kept_index.masked_fill(torch.isinf(kept_values), -1)
+    return memory
 
 
 class BMojoTimeMixing(nn.Module):
