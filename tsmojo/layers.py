@@ -38,15 +38,17 @@ class ResidualMLP(nn.Module):
 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding on the last dim of ``x`` (..., T, dim) at integer ``positions`` (T,).
+    """Rotary position embedding of ``x`` (..., T, heads, dim) at integer ``positions`` (T,).
 
     Only offsets between query and key matter, so left padding never changes a result."""
     half = x.shape[-1] // 2
     freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
     angles = positions.float()[:, None] * freqs[None, :]
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) as two full-width products: fewer passes
+    # over memory than rotating the halves separately.
+    cos, sin = torch.cat([cos, cos], dim=-1)[:, None, :], torch.cat([-sin, sin], dim=-1)[:, None, :]
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 @torch.no_grad()
@@ -66,19 +68,22 @@ def select_memory(
         return memory
     score = innovation.float().masked_fill(~candidate, float("-inf"))
     score = F.pad(score, (0, num_chunks * chunk_size - length), value=float("-inf"))
-    per_chunk = min(topk, chunk_size)
+    per_chunk = min(topk, chunk_size, memory_size)
     values, index = score.view(batch, num_chunks, chunk_size).topk(per_chunk, dim=-1)
     index = index + torch.arange(num_chunks, device=innovation.device)[None, :, None] * chunk_size
-    # Running top-M over the chunks seen so far: the best M of a union is the best M of
-    # (the best M so far, the newcomers), so one pass keeps the cost linear in the length.
-    kept_values = torch.full((batch, memory_size), float("-inf"), device=innovation.device)
-    kept_index = torch.full((batch, memory_size), -1, dtype=torch.long, device=innovation.device)
-    for chunk in range(1, num_chunks):
-        pool_values = torch.cat([kept_values, values[:, chunk - 1]], dim=1)
-        pool_index = torch.cat([kept_index, index[:, chunk - 1]], dim=1)
-        kept_values, order = pool_values.topk(memory_size, dim=-1)
-        kept_index = torch.gather(pool_index, 1, order)
-        memory[:, chunk] = kept_index.masked_fill(torch.isinf(kept_values), -1)
+    values = F.pad(values, (0, memory_size - per_chunk), value=float("-inf"))
+    index = F.pad(index, (0, memory_size - per_chunk), value=-1)
+    # Prefix top-M by a doubling scan: the best M of a union of disjoint ranges is the best M
+    # of their best Ms, so log2(chunks) vectorised merges replace a loop over the chunks.
+    shift = 1
+    while shift < num_chunks:
+        earlier_values = F.pad(values[:, :-shift], (0, 0, shift, 0), value=float("-inf"))
+        earlier_index = F.pad(index[:, :-shift], (0, 0, shift, 0), value=-1)
+        values, order = torch.cat([values, earlier_values], dim=-1).topk(memory_size, dim=-1)
+        index = torch.gather(torch.cat([index, earlier_index], dim=-1), -1, order)
+        shift *= 2
+    # Chunk c reads what chunks < c contributed.
+    memory[:, 1:] = index[:, :-1].masked_fill(torch.isinf(values[:, :-1]), -1)
     return memory
 
 
@@ -129,13 +134,13 @@ class BMojoTimeMixing(nn.Module):
         innovation_loss = (innovation * weight).sum() / weight.sum().clamp(min=1.0)
         memory_index = select_memory(innovation, memory_candidate, cfg.chunk_size, cfg.memory_topk, cfg.memory_size)
 
-        def heads_first(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-
         positions = torch.arange(length, device=u.device)
-        q, k, v = (heads_first(t) for t in self.qkv(u).chunk(3, dim=-1))
-        k_fade, v_fade = (heads_first(t) for t in self.fade_kv(fading).chunk(2, dim=-1))
-        q, k, k_fade = rotary(q, positions), rotary(k, positions), rotary(k_fade, positions)
+        heads = self.heads
+        qkv = self.qkv(u).view(batch, length, 3 * heads, self.head_dim)
+        q, k = rotary(qkv[:, :, : 2 * heads], positions).split(heads, dim=2)
+        k_fade, v_fade = self.fade_kv(fading).view(batch, length, 2 * heads, self.head_dim).split(heads, dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2 * heads :].transpose(1, 2)
+        k_fade, v_fade = rotary(k_fade, positions).transpose(1, 2), v_fade.transpose(1, 2)
         mixed = bmojo_attention(
             q, k, v, k_fade, v_fade, sequence_valid, memory_index, cfg.window, cfg.chunk_size
         )

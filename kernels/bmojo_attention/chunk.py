@@ -1,7 +1,11 @@
-"""Chunked PyTorch form of B'MOJO attention, O(T * (chunk + 2W + M)) time and memory.
+"""Chunked PyTorch form of B'MOJO attention, O(T * (window + M)) time and memory.
 
-Each block of ``chunk_size`` queries gathers one contiguous key span that covers both its
-window and its fading band, plus its memory slots. Same semantics as ``naive.py``.
+Queries are split into chunks of ``chunk_size``. A chunk's window keys lie in the few chunks
+just before it and its fading band in the few before those, so every score block is one
+(chunk x chunk) matrix product between the query chunk and a key chunk at a fixed offset.
+Tensors are laid out chunk-major, ``(chunks, batch, heads, chunk, dim)``, so that the key chunks
+at an offset are a contiguous slice: no key span is ever copied out. Same semantics as
+``naive.py``.
 """
 
 import torch
@@ -10,12 +14,20 @@ import torch.nn.functional as F
 from .naive import NEG
 
 
-def _spans(tensor: torch.Tensor, lead: int, chunk_size: int, num_chunks: int) -> torch.Tensor:
-    """(b, h, T, d) -> (b, h, num_chunks, chunk_size + lead, d): for each chunk, the ``lead``
-    positions before it and the chunk itself."""
-    padded_length = num_chunks * chunk_size
-    tensor = F.pad(tensor, (0, 0, lead, padded_length - tensor.shape[2]))
-    return tensor.unfold(2, chunk_size + lead, chunk_size).transpose(-1, -2)
+def _chunk_major(tensor: torch.Tensor, lead_chunks: int, num_chunks: int, chunk_size: int) -> torch.Tensor:
+    """(b, h, T, d) -> (lead_chunks + num_chunks, b, h, chunk_size, d), zero chunks in front and
+    zero padding behind, so that slice ``[lead - j : lead - j + num_chunks]`` is "the chunk j before"."""
+    batch, heads, length, dim = tensor.shape
+    padded = F.pad(tensor.float(), (0, 0, lead_chunks * chunk_size, num_chunks * chunk_size - length))
+    return padded.view(batch, heads, lead_chunks + num_chunks, chunk_size, dim).permute(2, 0, 1, 3, 4).contiguous()
+
+
+def _offsets(low: int, high: int, chunk_size: int) -> list[int]:
+    """Chunk offsets j >= 0 holding some key at a query-key distance in [low, high]."""
+    # Distances covered by offset j run from j*chunk - (chunk - 1) to j*chunk + (chunk - 1).
+    first = max(0, -(-(low - chunk_size + 1) // chunk_size))
+    last = (high + chunk_size - 1) // chunk_size
+    return list(range(first, last + 1))
 
 
 def bmojo_attention_chunked(
@@ -36,48 +48,59 @@ def bmojo_attention_chunked(
         return q.new_zeros(q.shape)
     scale = dim**-0.5 if scale is None else scale
     num_chunks = -(-length // chunk_size)
-    padded_length = num_chunks * chunk_size
-    lead = 2 * window - 1
-    span = chunk_size + lead
+    window_offsets = _offsets(0, window - 1, chunk_size)
+    band_offsets = _offsets(window, 2 * window - 1, chunk_size)
+    lead = max(window_offsets + band_offsets)
 
-    q_chunks = F.pad(q.float(), (0, 0, 0, padded_length - length)).view(batch, heads, num_chunks, chunk_size, dim)
-    k_span, v_span = _spans(k.float(), lead, chunk_size, num_chunks), _spans(v.float(), lead, chunk_size, num_chunks)
-    kf_span = _spans(k_fade.float(), lead, chunk_size, num_chunks)
-    vf_span = _spans(v_fade.float(), lead, chunk_size, num_chunks)
-    valid_padded = F.pad(key_valid, (lead, padded_length - length), value=False)
-    valid_span = valid_padded.unfold(1, span, chunk_size)  # (b, c, span)
+    queries = _chunk_major(q * scale, 0, num_chunks, chunk_size)  # (c, b, h, q, d)
+    keys, values = _chunk_major(k, lead, num_chunks, chunk_size), _chunk_major(v, lead, num_chunks, chunk_size)
+    fade_keys = _chunk_major(k_fade, lead, num_chunks, chunk_size)
+    fade_values = _chunk_major(v_fade, lead, num_chunks, chunk_size)
+    valid = F.pad(key_valid, (lead * chunk_size, (num_chunks * chunk_size) - length), value=False)
+    valid = valid.view(batch, lead + num_chunks, chunk_size).transpose(0, 1)  # (lead + c, b, s)
 
-    # Key slot s of chunk c sits at position c*chunk - lead + s; query r at c*chunk + r.
-    delta = torch.arange(chunk_size, device=q.device)[:, None] + lead - torch.arange(span, device=q.device)[None, :]
-    in_window = (delta >= 0) & (delta < window)
-    in_band = (delta >= window) & (delta < 2 * window)
-    valid_span = valid_span[:, None, :, None, :]  # (b, 1, c, 1, span)
+    # Query r of chunk c and key s of chunk c - j are (j * chunk + r - s) positions apart.
+    row = torch.arange(chunk_size, device=q.device)
+    distance = row[:, None] - row[None, :]
 
-    scores_window = torch.einsum("bhcqd,bhcsd->bhcqs", q_chunks, k_span) * scale
-    scores_band = torch.einsum("bhcqd,bhcsd->bhcqs", q_chunks, kf_span) * scale
-    scores_local = torch.where(in_window, scores_window, scores_band)
-    scores_local = scores_local.masked_fill(~((in_window | in_band) & valid_span), NEG)
+    def at(tensor: torch.Tensor, offset: int) -> torch.Tensor:
+        return tensor[lead - offset : lead - offset + num_chunks]
 
-    # Memory: gather keys per chunk; a slot is readable if filled, valid, and older than the window.
+    score_blocks, masks, value_blocks = [], [], []
+    for offsets, key_chunks, value_chunks, low in (
+        (window_offsets, keys, values, 0),
+        (band_offsets, fade_keys, fade_values, window),
+    ):
+        for offset in offsets:
+            gap = distance + offset * chunk_size
+            in_range = (gap >= low) & (gap < low + window)  # (q, s)
+            score_blocks.append(queries @ at(key_chunks, offset).transpose(-1, -2))
+            masks.append(in_range & at(valid, offset)[:, :, None, :])  # (c, b, q, s)
+            value_blocks.append(at(value_chunks, offset))
+
+    # Eidetic memory: a slot is readable if filled, valid, and older than the query's window.
     num_slots = memory_index.shape[-1]
     slot = memory_index.clamp(min=0)  # (b, c, M)
     gather = slot.view(batch, 1, num_chunks * num_slots, 1).expand(batch, heads, -1, dim)
-    k_mem = torch.gather(k.float(), 2, gather).view(batch, heads, num_chunks, num_slots, dim)
-    v_mem = torch.gather(v.float(), 2, gather).view(batch, heads, num_chunks, num_slots, dim)
-    query_position = (torch.arange(num_chunks, device=q.device)[:, None] * chunk_size
-                      + torch.arange(chunk_size, device=q.device)[None, :])  # (c, q)
-    mem_ok = (memory_index >= 0) & torch.gather(key_valid, 1, slot.view(batch, -1)).view_as(slot)
-    mem_ok = mem_ok[:, :, None, :] & (slot[:, :, None, :] <= query_position[None, :, :, None] - window)
-    scores_mem = torch.einsum("bhcqd,bhcmd->bhcqm", q_chunks, k_mem) * scale
-    scores_mem = scores_mem.masked_fill(~mem_ok[:, None], NEG)
 
-    local_ok = (in_window | in_band) & valid_span
-    has_key = (local_ok.any(-1) | mem_ok.any(-1)[:, None])[..., None]
-    probs = torch.softmax(torch.cat([scores_local, scores_mem], dim=-1), dim=-1) * has_key
-    probs_local, probs_mem = probs[..., :span], probs[..., span:]
-    out = (
-        torch.einsum("bhcqs,bhcsd->bhcqd", probs_local * in_window, v_span)
-        + torch.einsum("bhcqs,bhcsd->bhcqd", probs_local * in_band, vf_span)
-        + torch.einsum("bhcqm,bhcmd->bhcqd", probs_mem, v_mem)
-    )
-    return out.reshape(batch, heads, padded_length, dim)[:, :, :length].to(q.dtype)
+    def memory_chunks(tensor: torch.Tensor) -> torch.Tensor:
+        gathered = torch.gather(tensor.float(), 2, gather).view(batch, heads, num_chunks, num_slots, dim)
+        return gathered.permute(2, 0, 1, 3, 4)
+
+    query_position = torch.arange(num_chunks, device=q.device)[:, None] * chunk_size + row[None, :]  # (c, q)
+    memory_ok = (memory_index >= 0) & torch.gather(key_valid, 1, slot.view(batch, -1)).view_as(slot)
+    memory_ok = memory_ok.transpose(0, 1)[:, :, None, :] & (
+        slot.transpose(0, 1)[:, :, None, :] <= query_position[:, None, :, None] - window
+    )  # (c, b, q, M)
+    score_blocks.append(queries @ memory_chunks(k).transpose(-1, -2))
+    masks.append(memory_ok)
+    value_blocks.append(memory_chunks(v))
+
+    readable = torch.cat(masks, dim=-1)  # (c, b, q, keys)
+    scores = torch.cat(score_blocks, dim=-1).masked_fill(~readable[:, :, None], NEG)
+    has_key = readable.any(-1)[:, :, None, :, None]
+    probs = torch.softmax(scores, dim=-1) * has_key
+    widths = [block.shape[-1] for block in score_blocks]
+    out = sum(p @ block for p, block in zip(probs.split(widths, dim=-1), value_blocks))
+    out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, num_chunks * chunk_size, dim)
+    return out[:, :, :length].to(q.dtype)
