@@ -473,26 +473,32 @@ class TSMojoPipeline:
         missing = [c for c in known_covariates if c not in covariates]
         if missing:
             raise ValueError(f"known-future covariates {missing} are not columns of df")
-        kept = set(clean[id_column])
-        order = [i for i in pd.unique(df[id_column].dropna()) if i in kept]
-        groups = dict(iter(clean.groupby(id_column, sort=False)))
+        # ``clean`` is sorted by id: slice numpy columns per series instead of grouping frames.
+        clean_ids = clean[id_column].to_numpy()
+        starts = np.flatnonzero(np.r_[True, clean_ids[1:] != clean_ids[:-1]]) if len(clean_ids) else np.zeros(0, int)
+        ends = np.r_[starts[1:], len(clean_ids)].astype(int)
+        last_stamps = clean[timestamp_column].iloc[ends - 1].tolist()
+        bounds = {clean_ids[b]: (b, e, last) for b, e, last in zip(starts.tolist(), ends.tolist(), last_stamps)}
+        target_values = clean[targets].to_numpy(dtype=float)
+        covariate_values = {c: clean[c].to_numpy() for c in covariates}
+        order = [i for i in pd.unique(df[id_column].dropna()) if i in bounds]
         ids, tasks, lasts = [], [], []
         for series_id in order:
-            part = groups[series_id]
+            b, e, last = bounds[series_id]
             item = {
-                "target": part[targets].to_numpy(dtype=float).T,
-                "past_covariates": {c: part[c].to_numpy() for c in covariates},
+                "target": target_values[b:e].T,
+                "past_covariates": {c: values[b:e] for c, values in covariate_values.items()},
             }
             if series_id in future_groups:
                 item["future_covariates"] = {c: future_groups[series_id][c].to_numpy() for c in known_covariates}
             elif known_covariates:  # training: the history of the known-future covariates is all there is
-                item["future_covariates"] = {c: part[c].to_numpy()[:0] for c in known_covariates}
+                item["future_covariates"] = {c: covariate_values[c][b:b] for c in known_covariates}
             try:
                 tasks.append(_parse_task(item, 0))
             except ValueError as exc:
                 raise ValueError(f"series {series_id!r}: {str(exc).removeprefix('input 0: ')}") from None
             ids.append(series_id)
-            lasts.append(part[timestamp_column].iloc[-1])
+            lasts.append(last)
         return id_column, timestamp_column, targets, ids, tasks, lasts, freqs
 
     def predict_df(
@@ -555,22 +561,31 @@ class TSMojoPipeline:
         levels = list(quantile_levels)
         quantiles, _ = self._summarise(model_quantiles, [*levels, 0.5])
         names = [_level_name(q) for q in levels]
-        frames = []
-        for series_id, last, q in zip(ids, lasts, quantiles, strict=True):
-            stamps = future_timestamps(last, freqs[series_id], prediction_length)
-            if isinstance(stamps, pd.DatetimeIndex) and isinstance(last, pd.Timestamp) and last.unit != stamps.unit:
-                stamps = stamps.as_unit(last.unit)
-            for d, name in enumerate(targets):
-                part = {id_column: series_id, timestamp_column: stamps}
-                if len(targets) > 1:
-                    part["target_name"] = name
-                part["predictions"] = q[d, :, -1]
-                part.update({n: q[d, :, k] for k, n in enumerate(names)})
-                frames.append(pd.DataFrame(part))
-        if not frames:
+        if not ids:
             columns = [id_column, timestamp_column] + (["target_name"] if len(targets) > 1 else [])
             return pd.DataFrame(columns=[*columns, "predictions", *names])
-        return pd.concat(frames, ignore_index=True)
+        # Series usually share their last timestamp: build each distinct future grid once.
+        grids: dict[tuple, pd.Index] = {}
+        stamps = []
+        for series_id, last in zip(ids, lasts, strict=True):
+            key = (last, str(getattr(last, "tz", None)), freqs[series_id])
+            if key not in grids:
+                grid = future_timestamps(last, freqs[series_id], prediction_length)
+                if isinstance(grid, pd.DatetimeIndex) and isinstance(last, pd.Timestamp) and last.unit != grid.unit:
+                    grid = grid.as_unit(last.unit)
+                grids[key] = grid
+            stamps.extend([grids[key]] * len(targets))
+        rows_per_series = len(targets) * prediction_length
+        values = np.stack(quantiles).reshape(len(ids) * rows_per_series, len(levels) + 1)
+        out = {
+            id_column: pd.Series(ids).repeat(rows_per_series).to_numpy(),
+            timestamp_column: stamps[0].append(stamps[1:]) if len(stamps) > 1 else stamps[0],
+        }
+        if len(targets) > 1:
+            out["target_name"] = np.repeat(np.tile(np.asarray(targets, dtype=object), len(ids)), prediction_length)
+        out["predictions"] = values[:, -1]
+        out.update({name: values[:, k] for k, name in enumerate(names)})
+        return pd.DataFrame(out)
 
     # -- fine-tuning -------------------------------------------------------------------------
     def fit(
