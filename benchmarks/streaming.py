@@ -44,6 +44,8 @@ FIELDS = [
     "series_per_s",
     "peak_rss_mb",
     "peak_rss_polled_mb",
+    "forecast_series",
+    "error_series",
     "device",
     "threads",
     "host",
@@ -124,6 +126,12 @@ def run_once(args, series: int, workdir: Path) -> dict:
     if code != 0:
         raise SystemExit(f"tsmojo forecast failed with exit code {code}")
     maxrss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # Nothing lost: every series is either forecast (H rows each) or listed in the errors file.
+    forecast_series = pq.ParquetFile(output).metadata.num_rows // args.horizon
+    errors_file = output.with_name(output.name + ".errors.csv")
+    error_series = sum(1 for _ in open(errors_file)) - 1 if errors_file.exists() else 0
+    if forecast_series + error_series != series:
+        raise SystemExit(f"{series} series in, {forecast_series} forecast + {error_series} errors out")
     if maxrss_kb <= before:
         print("note: ru_maxrss is the maximum over all children so far; using the polled peak", flush=True)
     row = {
@@ -138,6 +146,8 @@ def run_once(args, series: int, workdir: Path) -> dict:
         "series_per_s": round(series / seconds, 1),
         "peak_rss_mb": round(maxrss_kb / 1024, 1),
         "peak_rss_polled_mb": round(peak[0] / 2**20, 1),
+        "forecast_series": forecast_series,
+        "error_series": error_series,
         "device": args.device,
         "threads": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
         "host": platform.node(),
@@ -174,18 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny_model:
         from tsmojo import TSMojoConfig, TSMojoModel
 
-        config = TSMojoConfig(
-            d_model=16,
-            num_layers=1,
-            num_heads=2,
-            d_ff=32,
-            ssm_state=4,
-            patch_size=16,
-            window=2,
-            chunk_size=4,
-            max_output_patches=2,
-        )
-        TSMojoModel(config).save_pretrained(args.workdir / "tiny-model")
+        TSMojoModel(TSMojoConfig.tiny(patch_size=16)).save_pretrained(args.workdir / "tiny-model")
         args.model = str(args.workdir / "tiny-model")
     rows = []
     try:
@@ -203,12 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         if temp is not None:
             temp.cleanup()
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not args.results.exists()
-    with open(args.results, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    earlier = list(csv.DictReader(open(args.results))) if args.results.exists() else []
+    with open(args.results, "w", newline="") as handle:  # rewritten: older rows may lack newer columns
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, restval="")
+        writer.writeheader()
+        writer.writerows([*earlier, *rows])
     print(f"results appended to {args.results}")
     return 0
 

@@ -49,18 +49,7 @@ def work(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
-    config = TSMojoConfig(
-        d_model=16,
-        num_layers=1,
-        num_heads=2,
-        d_ff=32,
-        ssm_state=4,
-        patch_size=4,
-        window=2,
-        chunk_size=4,
-        max_output_patches=2,
-    )
-    TSMojoModel(config).save_pretrained(root / "tiny")
+    TSMojoModel(TSMojoConfig.tiny()).save_pretrained(root / "tiny")
     rng = np.random.default_rng(0)
     parts = []
     for k, n in enumerate([40, 23, 57, 31, 12, 44, 36]):

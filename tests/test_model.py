@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.helpers import random_walks, tiny_model
 from tsmojo import TSMojoConfig, TSMojoModel
 from tsmojo.layers import GroupLayout, select_memory
-from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET
+from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, rows_per_pass
 
 
 @settings(max_examples=12, deadline=None)
@@ -35,6 +35,26 @@ def test_forecast_of_a_series_does_not_depend_on_its_batch() -> None:
     together = model.forecast(batch, 10)[0]
     single = model.forecast(alone, 10)[0]
     torch.testing.assert_close(together, single, atol=1e-5, rtol=1e-5)
+
+
+def test_passes_keep_groups_whole_in_order_of_first_appearance() -> None:
+    groups = torch.tensor([5, 2, 5, 7, 2, 9, 9, 9, 1])
+    passes = rows_per_pass(groups, max_rows=3)
+    assert [p.tolist() for p in passes] == [[0, 2], [1, 4, 3], [5, 6, 7], [8]]
+    oversized = rows_per_pass(groups, max_rows=2)  # group 9 (three rows) gets a pass of its own
+    assert [5, 6, 7] in [p.tolist() for p in oversized]
+    assert sorted(torch.cat(oversized).tolist()) == list(range(len(groups)))
+
+
+def test_forecasts_do_not_depend_on_the_tokens_per_pass() -> None:
+    model = tiny_model()
+    x = random_walks(7, 60)
+    groups = torch.tensor([0, 1, 0, 2, 2, 3, 1])
+    roles = torch.tensor([TARGET, TARGET, FUTURE_COVARIATE, TARGET, PAST_COVARIATE, TARGET, TARGET])
+    future = torch.randn(7, 12)
+    one_pass = model.forecast(x, 12, groups, roles, future, tokens_per_pass=10**9)
+    row_by_row = model.forecast(x, 12, groups, roles, future, tokens_per_pass=1)
+    torch.testing.assert_close(row_by_row, one_pass, atol=1e-5, rtol=1e-5)
 
 
 def test_left_padding_with_nan_changes_nothing() -> None:

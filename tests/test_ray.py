@@ -30,9 +30,7 @@ def data(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ray")
     torch.manual_seed(0)
-    config = TSMojoConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32, ssm_state=4, patch_size=4, window=2,
-                          chunk_size=4, max_output_patches=2)
-    TSMojoModel(config).save_pretrained(root / "tiny")
+    TSMojoModel(TSMojoConfig.tiny()).save_pretrained(root / "tiny")
     rng = np.random.default_rng(3)
     parts = []
     for k, n in enumerate([30, 17, 45, 2, 26, 38, 21, 33]):

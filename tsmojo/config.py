@@ -48,6 +48,16 @@ class TSMojoConfig:
         """Time steps produced by one forward pass (the head's reach)."""
         return self.max_output_patches * self.patch_size
 
+    @classmethod
+    def tiny(cls, **overrides) -> TSMojoConfig:
+        """A tiny architecture (a few thousand parameters) that exercises every layer: for smoke
+        tests and for benchmarks of the engine around the model, never for forecasting."""
+        values = dict(
+            d_model=16, num_layers=1, num_heads=2, d_ff=32, ssm_state=4, patch_size=4,
+            window=2, chunk_size=4, memory_size=4, max_output_patches=2,
+        )  # fmt: skip
+        return cls(**{**values, **overrides})
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

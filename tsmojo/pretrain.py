@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         config.max_steps = args.max_steps
     if args.tiny:
-        config.model = {**dict(d_model=16, num_layers=1, num_heads=2, d_ff=32, ssm_state=4, patch_size=8,
-                               window=2, chunk_size=4, memory_size=4, max_output_patches=2), **config.model}
+        config.model = TSMojoConfig.tiny(**{"patch_size": 8, **config.model}).to_dict()
         config.tokens_per_batch, config.max_batch_size, config.horizon = 200, 16, 16
         config.validation_batches, config.validation_every, config.use_real_series = 1, 5, False
         config.log_every = 1
