@@ -131,6 +131,8 @@ ATTENTION_CASES = {
     "chunk_longer_than_query_block": (2, 1, 45, 4, 4, 40, 4),
     "no_memory_slots": (1, 2, 19, 4, 2, 5, 0),
     "empty_memory": (1, 2, 23, 4, 2, 5, -3),  # negative: M slots, all -1
+    "window_equals_chunk": (1, 2, 33, 4, 4, 4, 2),  # tsmojo-mini's shape: window = chunk
+    "window_spans_chunks": (2, 1, 50, 4, 7, 3, 3),  # window and band each cross several chunks
 }
 
 

@@ -162,13 +162,16 @@ def test_config_validation() -> None:
         tiny_model()(random_walks(1, 10), num_output_patches=5)
 
 
-def test_memory_holds_top_innovation_tokens_from_earlier_chunks_only() -> None:
+@pytest.mark.parametrize(
+    ("length", "chunk", "topk", "size"),
+    [(23, 4, 2, 3), (157, 3, 2, 5), (40, 5, 4, 2), (9, 4, 1, 8)],  # up to 53 chunks; topk > size; size > pool
+)
+def test_memory_holds_top_innovation_tokens_from_earlier_chunks_only(length, chunk, topk, size) -> None:
     torch.manual_seed(0)
-    innovation = torch.rand(2, 23)
-    candidate = torch.rand(2, 23) > 0.2
-    chunk, topk, size = 4, 2, 3
+    innovation = torch.rand(2, length)
+    candidate = torch.rand(2, length) > 0.2
     memory = select_memory(innovation, candidate, chunk, topk, size)
-    assert memory.shape == (2, math.ceil(23 / chunk), size)
+    assert memory.shape == (2, math.ceil(length / chunk), size)
     for b in range(2):
         for c in range(memory.shape[1]):
             slots = [int(m) for m in memory[b, c] if m >= 0]
@@ -176,7 +179,7 @@ def test_memory_holds_top_innovation_tokens_from_earlier_chunks_only() -> None:
             # Expected: per earlier chunk its top-k candidates, then the best `size` overall.
             pool = []
             for source in range(c):
-                positions = [p for p in range(source * chunk, min(23, (source + 1) * chunk)) if candidate[b, p]]
+                positions = [p for p in range(source * chunk, min(length, (source + 1) * chunk)) if candidate[b, p]]
                 pool += sorted(positions, key=lambda p: -innovation[b, p])[:topk]
             expected = sorted(pool, key=lambda p: -innovation[b, p])[:size]
             assert sorted(slots) == sorted(expected)
