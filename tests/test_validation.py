@@ -180,3 +180,48 @@ def test_time_zone_aware_timestamps(tz):
     assert errors == []
     _, errors = validate_future_frame(future.assign(ds=stamps + pd.Timedelta(hours=1)), clean, "unique_id", "ds", 3)
     assert [e.series_id for e in errors] == ["a"] and "do not follow" in errors[0].reason
+
+
+def test_calendar_frequencies_are_inferred_and_checked_exactly():
+    """Months, quarters and business days have steps of varying length: checked by one shift
+    of the whole column, with the same verdicts as the per-series grid check."""
+    duplicated = _series("month_dup", np.arange(6.0), freq="MS")
+    duplicated.loc[3, "ds"] = duplicated.loc[2, "ds"]
+    # 2020-01-15 + MonthEnd is 2020-01-31: every step looks fine, but the first point is off the grid.
+    off_anchor = pd.concat(
+        [_series("month_off", [0.0], start="2020-01-15"), _series("month_off", np.arange(6.0), "2020-01-31", "ME")]
+    )
+    frame = pd.concat(
+        [
+            _series("month_start", np.arange(12.0), start="2020-01-01", freq="MS"),
+            _series("month_end", np.arange(12.0), start="2020-01-31", freq="ME"),
+            _series("quarter", np.arange(8.0), start="2020-03-01", freq="QS-DEC"),
+            _series("business", np.arange(15.0), start="2021-01-04", freq="B"),
+            _series("month_gap", np.arange(12.0), start="2020-01-01", freq="MS").drop(index=5),
+            duplicated,
+        ],
+        ignore_index=True,
+    )
+    clean, errors = validate_long_frame(frame, "unique_id", "ds", ["y"])
+    freqs = clean.attrs[FREQ_ATTR]
+    assert freqs["month_start"] == pd.offsets.MonthBegin()
+    assert freqs["month_end"] == pd.offsets.MonthEnd()
+    assert freqs["quarter"] == pd.offsets.QuarterBegin(startingMonth=12)
+    assert freqs["business"] == pd.offsets.BusinessDay()
+    reasons = {e.series_id: e.reason for e in errors}
+    assert list(reasons) == ["month_gap", "month_dup"]
+    assert "missing" in reasons["month_gap"] and "duplicate" in reasons["month_dup"]
+
+    monthly = pd.concat([_series("ok", np.arange(6.0), start="2020-01-31", freq="ME"), off_anchor])
+    _, errors = validate_long_frame(monthly, "unique_id", "ds", ["y"], freq="ME")
+    assert [e.series_id for e in errors] == ["month_off"] and "off the" in errors[0].reason
+
+    weekly = pd.concat(
+        [
+            _series("sundays", np.arange(6.0), start="2024-01-07", freq="W-SUN"),
+            _series("mondays", np.arange(6.0), start="2024-01-08", freq="W-MON"),
+        ]
+    )
+    clean, errors = validate_long_frame(weekly, "unique_id", "ds", ["y"], freq="W-SUN")
+    assert [e.series_id for e in errors] == ["mondays"]
+    assert clean.attrs[FREQ_ATTR]["sundays"] == pd.offsets.Week(weekday=6)

@@ -174,6 +174,27 @@ def _grid(first, last, freq: pd.DateOffset | int) -> pd.Index:
     return pd.date_range(first, last, freq=freq)
 
 
+def _follows_offset(stamps: pd.Series, boundaries: np.ndarray, offset: pd.DateOffset) -> np.ndarray:
+    """Per series (rows ``boundaries[k]:boundaries[k+1]`` of sorted ``stamps``): True when every
+    timestamp is the previous one plus ``offset`` and the first lies on the offset's grid.
+
+    One vectorised shift of the whole column instead of a date range per series: calendar
+    frequencies (months, quarters, weeks, business days) have steps of varying length, so the
+    constant-step test cannot tell them."""
+    index = pd.DatetimeIndex(stamps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # offsets without a vectorised form warn, and still work
+        try:
+            shifted = index[:-1] + offset
+        except (TypeError, ValueError, OverflowError):
+            return np.zeros(len(boundaries), dtype=bool)
+    step_ok = np.r_[True, np.asarray(shifted == index[1:])]
+    step_ok[boundaries] = True  # a series' first row has no predecessor
+    regular = np.logical_and.reduceat(step_ok, boundaries) if len(boundaries) else np.zeros(0, bool)
+    firsts = index[boundaries]
+    return regular & np.array([offset.is_on_offset(first) for first in firsts], dtype=bool)
+
+
 # -- columns -------------------------------------------------------------------------------------
 
 
@@ -325,6 +346,9 @@ def validate_long_frame(
     freqs: dict[object, pd.DateOffset | int | None] = {}
     fast: set = set()  # regular series (one constant step) already checked against their frequency
     inferred_cache: dict[tuple, pd.DateOffset | int | None] = {}
+    calendar = _calendar_frequencies(frame[timestamp_column], ids, boundaries, min_step, max_step, offset) if (
+        steps_known and not integer_index and len(ids)
+    ) else {}
     for series_id in order:
         if series_id in errors:
             continue
@@ -338,6 +362,10 @@ def validate_long_frame(
         if not observed[k].all():
             empty = [c for c, ok in zip(target_columns, observed[k], strict=True) if not ok]
             report(series_id, f"no observed value in target {empty[0]!r} (all NaN or no rows)")
+            continue
+        if series_id in calendar:
+            freqs[series_id] = calendar[series_id]
+            fast.add(series_id)
             continue
         if min_step[k] == max_step[k] and min_step[k] > 0:
             step = int(min_step[k])
@@ -420,6 +448,51 @@ def validate_long_frame(
     rank = {series_id: i for i, series_id in enumerate(order)}
     ordered = sorted(errors.items(), key=lambda item: rank.get(item[0], -1))
     return clean, [SeriesError(k, v) for k, v in ordered]
+
+
+def _calendar_frequencies(
+    stamps: pd.Series,
+    ids: np.ndarray,
+    boundaries: np.ndarray,
+    min_step: np.ndarray,
+    max_step: np.ndarray,
+    given: pd.DateOffset | int | None,
+    max_candidates: int = 8,
+) -> dict:
+    """``{series_id: offset}`` for the series that follow a calendar offset exactly: ``given``
+    when it is one, or else offsets inferred from a few of the series whose steps vary in length.
+
+    Series left out (irregular, too short to infer, duplicates...) take the per-series checks,
+    which also word their errors."""
+    if isinstance(given, (int, pd.offsets.Tick)):
+        return {}  # fixed steps: the constant-step test already covers them
+    ends = np.r_[boundaries[1:], len(stamps)]
+    if given is None:  # too short to infer from: they borrow the most common frequency later
+        selected = (min_step != max_step) & (min_step > 0) & (ends - boundaries >= 3)
+    else:  # a calendar offset given: constant steps (weeks, say) are checked against it too
+        selected = min_step > 0  # single points included: their sentinel min step is huge
+    varying = np.flatnonzero(selected)
+    if not len(varying):
+        return {}
+    found: dict = {}
+    if given is not None:
+        candidates: Iterable = [given]
+    else:
+        # Infer from the first unresolved series with enough points, test all the others at once.
+        candidates = (infer_freq(stamps.iloc[boundaries[k] : ends[k]]) for k in varying)
+    tried: set = set()
+    for candidate in candidates:
+        if candidate is None or candidate in tried or isinstance(candidate, int):
+            continue
+        tried.add(candidate)
+        rows = np.concatenate([np.arange(boundaries[k], ends[k]) for k in varying])
+        starts = np.r_[0, np.cumsum(ends[varying] - boundaries[varying])[:-1]]
+        ok = _follows_offset(stamps.iloc[rows], starts, candidate)
+        found.update((ids[boundaries[k]], candidate) for k in varying[ok])
+        varying = varying[~ok]
+        if not len(varying) or len(tried) >= max_candidates:
+            break
+    return found
 
 
 def _smallest_step(stamps: pd.Series) -> pd.DateOffset | int | None:
