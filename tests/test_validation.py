@@ -225,3 +225,33 @@ def test_calendar_frequencies_are_inferred_and_checked_exactly():
     clean, errors = validate_long_frame(weekly, "unique_id", "ds", ["y"], freq="W-SUN")
     assert [e.series_id for e in errors] == ["mondays"]
     assert clean.attrs[FREQ_ATTR]["sundays"] == pd.offsets.Week(weekday=6)
+
+
+def test_calendar_check_prefers_plain_offsets_survives_dst_and_infers_little(monkeypatch):
+    import tsmojo.validation as validation
+
+    def series(series_id, stamps):
+        stamps = pd.DatetimeIndex(stamps)
+        return pd.DataFrame({"unique_id": series_id, "ds": stamps, "y": np.arange(len(stamps), dtype=float)})
+
+    # Three month starts on weekdays fit business-month-start too; alone they infer as MS.
+    business = series("business", pd.date_range("2020-01-01", periods=12, freq="BMS"))
+    short = series("short", ["2020-04-01", "2020-05-01", "2020-06-01"])
+    clean, _ = validate_long_frame(pd.concat([business, short]), "unique_id", "ds", ["y"])
+    assert clean.attrs[FREQ_ATTR] == {"business": pd.offsets.BusinessMonthBegin(), "short": pd.offsets.MonthBegin()}
+
+    # Shifting the whole column lands on an ambiguous local time (2021-10-31 02:30, Berlin).
+    late = series("late", pd.date_range("2021-09-26 02:30", periods=5, freq="W-SUN", tz="Europe/Berlin"))
+    early = series("early", pd.date_range("2021-01-03 02:30", periods=5, freq="W-SUN", tz="Europe/Berlin"))
+    for freq in (None, "W-SUN"):
+        _, errors = validate_long_frame(pd.concat([late, early]), "unique_id", "ds", ["y"], freq=freq)
+        assert errors == []
+
+    # One gappy series among many monthly ones: a handful of inferences, not one per series.
+    calls = []
+    counting = validation.infer_freq
+    monkeypatch.setattr(validation, "infer_freq", lambda stamps: calls.append(1) or counting(stamps))
+    months = [series(f"m{i}", pd.date_range("2019-01-31", periods=24, freq="ME")) for i in range(200)]
+    gappy = series("gappy", pd.date_range("2019-01-31", periods=24, freq="ME").delete(7))
+    _, errors = validate_long_frame(pd.concat([gappy, *months]), "unique_id", "ds", ["y"])
+    assert [e.series_id for e in errors] == ["gappy"] and len(calls) <= 5

@@ -16,9 +16,9 @@ from tsmojo.layers import BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
 
 TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
-# tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k tokens run up to 25% faster
-# per token than one pass over 16 x 32k points, whose activations spill out of cache; passes
-# much smaller than 1k tokens lose that again to per-call overhead.
+# Default pass size on CPU. tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k
+# tokens run up to 25% faster per token than one pass over 16 x 32k points, whose activations
+# spill out of cache; passes much smaller than 1k tokens lose that again to per-call overhead.
 INFERENCE_TOKENS_PER_PASS = 4096
 
 
@@ -196,16 +196,17 @@ class TSMojoModel(nn.Module):
         group_ids: torch.Tensor | None = None,
         roles: torch.Tensor | None = None,
         future_covariates: torch.Tensor | None = None,
-        tokens_per_pass: int = INFERENCE_TOKENS_PER_PASS,
+        tokens_per_pass: int | None = None,
     ) -> torch.Tensor:
         """Quantile forecasts (B, prediction_length, Q), sorted along Q.
 
         Beyond the head's reach the median is appended to the context and the model runs again;
         known-future covariates move into the context as their values are passed.
 
-        Rows run in passes of whole groups holding about ``tokens_per_pass`` patch tokens: a
-        pass's activations then stay in cache, which keeps the cost per token flat as contexts
-        grow, and peak memory no longer grows with the batch. Results do not depend on it.
+        Rows run in passes of whole groups holding about ``tokens_per_pass`` patch tokens (default:
+        4,096 on CPU, where a pass's activations then stay in cache, which keeps the cost per token
+        flat as contexts grow; one pass on GPUs). Peak memory follows the pass, not the batch.
+        Results do not depend on it.
         """
         cfg = self.config
         if prediction_length < 1:
@@ -216,11 +217,13 @@ class TSMojoModel(nn.Module):
         roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device)
         context = context.float()[:, -cfg.context_length :]
         if future_covariates is not None:
-            future_covariates = future_covariates.float()
+            future_covariates = future_covariates.float().to(device)
             future_covariates = F.pad(
                 future_covariates, (0, max(0, prediction_length - future_covariates.shape[1])), value=float("nan")
             )
         tokens_per_row = -(-context.shape[1] // cfg.patch_size) + 1 + cfg.max_output_patches
+        if tokens_per_pass is None:
+            tokens_per_pass = INFERENCE_TOKENS_PER_PASS if device.type == "cpu" else batch * tokens_per_row
         passes = rows_per_pass(group_ids, max(1, tokens_per_pass // tokens_per_row))
         if len(passes) == 1:
             return self._forecast_rows(context, prediction_length, group_ids, roles, future_covariates)
@@ -238,6 +241,7 @@ class TSMojoModel(nn.Module):
         roles: torch.Tensor,
         future_covariates: torch.Tensor | None,
     ) -> torch.Tensor:
+        """One pass of :meth:`forecast`: the head's reach at a time, unrolled on the median."""
         cfg = self.config
         median_index = min(range(len(cfg.quantiles)), key=lambda i: abs(cfg.quantiles[i] - 0.5))
         pieces = []

@@ -476,7 +476,7 @@ class TSMojoPipeline:
         # ``clean`` is sorted by id: slice numpy columns per series instead of grouping frames.
         clean_ids = clean[id_column].to_numpy()
         starts = np.flatnonzero(np.r_[True, clean_ids[1:] != clean_ids[:-1]]) if len(clean_ids) else np.zeros(0, int)
-        ends = np.r_[starts[1:], len(clean_ids)].astype(int)
+        ends = np.r_[starts[1:], len(clean_ids)].astype(int) if len(clean_ids) else starts
         last_stamps = clean[timestamp_column].iloc[ends - 1].tolist()
         bounds = {clean_ids[b]: (b, e, last) for b, e, last in zip(starts.tolist(), ends.tolist(), last_stamps)}
         target_values = clean[targets].to_numpy(dtype=float)

@@ -186,7 +186,7 @@ def _follows_offset(stamps: pd.Series, boundaries: np.ndarray, offset: pd.DateOf
         warnings.simplefilter("ignore")  # offsets without a vectorised form warn, and still work
         try:
             shifted = index[:-1] + offset
-        except (TypeError, ValueError, OverflowError):
+        except Exception:  # noqa: BLE001 - e.g. a shift onto a DST gap: the per-series checks decide
             return np.zeros(len(boundaries), dtype=bool)
     step_ok = np.r_[True, np.asarray(shifted == index[1:])]
     step_ok[boundaries] = True  # a series' first row has no predecessor
@@ -450,6 +450,18 @@ def validate_long_frame(
     return clean, [SeriesError(k, v) for k, v in ordered]
 
 
+# Business-day variants of calendar offsets: a short series whose dates are all weekdays fits both;
+# like ``pd.infer_freq``, prefer the plain calendar one.
+_PLAIN_CALENDAR = {
+    pd.offsets.BusinessMonthBegin: pd.offsets.MonthBegin,
+    pd.offsets.BusinessMonthEnd: pd.offsets.MonthEnd,
+    pd.offsets.BQuarterBegin: pd.offsets.QuarterBegin,
+    pd.offsets.BQuarterEnd: pd.offsets.QuarterEnd,
+    pd.offsets.BYearBegin: pd.offsets.YearBegin,
+    pd.offsets.BYearEnd: pd.offsets.YearEnd,
+}
+
+
 def _calendar_frequencies(
     stamps: pd.Series,
     ids: np.ndarray,
@@ -457,8 +469,8 @@ def _calendar_frequencies(
     min_step: np.ndarray,
     max_step: np.ndarray,
     given: pd.DateOffset | int | None,
-    max_candidates: int = 8,
-) -> dict:
+    max_inferences: int = 32,
+) -> dict[object, pd.DateOffset]:
     """``{series_id: offset}`` for the series that follow a calendar offset exactly: ``given``
     when it is one, or else offsets inferred from a few of the series whose steps vary in length.
 
@@ -471,27 +483,38 @@ def _calendar_frequencies(
         selected = (min_step != max_step) & (min_step > 0) & (ends - boundaries >= 3)
     else:  # a calendar offset given: constant steps (weeks, say) are checked against it too
         selected = min_step > 0  # single points included: their sentinel min step is huge
-    varying = np.flatnonzero(selected)
-    if not len(varying):
-        return {}
-    found: dict = {}
-    if given is not None:
-        candidates: Iterable = [given]
-    else:
-        # Infer from the first unresolved series with enough points, test all the others at once.
-        candidates = (infer_freq(stamps.iloc[boundaries[k] : ends[k]]) for k in varying)
-    tried: set = set()
-    for candidate in candidates:
-        if candidate is None or candidate in tried or isinstance(candidate, int):
-            continue
-        tried.add(candidate)
-        rows = np.concatenate([np.arange(boundaries[k], ends[k]) for k in varying])
-        starts = np.r_[0, np.cumsum(ends[varying] - boundaries[varying])[:-1]]
+    unresolved = np.flatnonzero(selected)
+    found: dict[object, pd.DateOffset] = {}
+
+    def take(candidate: pd.DateOffset) -> np.ndarray:
+        nonlocal unresolved
+        rows = np.concatenate([np.arange(boundaries[k], ends[k]) for k in unresolved])
+        starts = np.r_[0, np.cumsum(ends[unresolved] - boundaries[unresolved])[:-1]]
         ok = _follows_offset(stamps.iloc[rows], starts, candidate)
-        found.update((ids[boundaries[k]], candidate) for k in varying[ok])
-        varying = varying[~ok]
-        if not len(varying) or len(tried) >= max_candidates:
+        found.update((ids[boundaries[k]], candidate) for k in unresolved[ok])
+        unresolved = unresolved[~ok]
+        return ok
+
+    if given is not None:
+        if len(unresolved):
+            take(given)
+        return found
+    for _ in range(max_inferences):
+        if not len(unresolved):
             break
+        # Infer from the first unresolved series, then test every unresolved series at once.
+        first = unresolved[0]
+        candidate = infer_freq(stamps.iloc[boundaries[first] : ends[first]])
+        if candidate is None or isinstance(candidate, (int, pd.offsets.Tick)):
+            unresolved = unresolved[1:]  # left to the per-series checks
+            continue
+        plain = _PLAIN_CALENDAR.get(type(candidate))
+        if plain is not None:
+            take(plain(n=candidate.n, **candidate.kwds))
+        if len(unresolved) and unresolved[0] == first:
+            ok = take(candidate)
+            if not ok[0]:
+                unresolved = unresolved[unresolved != first]
     return found
 
 

@@ -1,4 +1,4 @@
-"""Chunked PyTorch form of B'MOJO attention, O(T * (window + M)) time and memory.
+"""Chunked PyTorch form of B'MOJO attention, O(T * (2 window + 2 chunk + M)) time and memory.
 
 Queries are split into chunks of ``chunk_size``. A chunk's window keys lie in the few chunks
 just before it and its fading band in the few before those, so every score block is one
@@ -52,7 +52,7 @@ def bmojo_attention_chunked(
     band_offsets = _offsets(window, 2 * window - 1, chunk_size)
     lead = max(window_offsets + band_offsets)
 
-    queries = _chunk_major(q * scale, 0, num_chunks, chunk_size)  # (c, b, h, q, d)
+    queries = _chunk_major(q, 0, num_chunks, chunk_size).mul_(scale)  # (c, b, h, q, d), scaled in float32
     keys, values = _chunk_major(k, lead, num_chunks, chunk_size), _chunk_major(v, lead, num_chunks, chunk_size)
     fade_keys = _chunk_major(k_fade, lead, num_chunks, chunk_size)
     fade_values = _chunk_major(v_fade, lead, num_chunks, chunk_size)
