@@ -5,7 +5,7 @@ row group by row group, so generating it needs little memory either), runs the r
 a subprocess and reports the child's peak RSS (``getrusage(RUSAGE_CHILDREN).ru_maxrss``) and the
 series per second. Several ``--series`` values show whether memory stays flat as the input grows.
 
-    python benchmarks/streaming.py                                  # the full 1M-series run (hours on CPU)
+    python benchmarks/streaming.py                                  # the full 1M-series run (~55 min, 1 CPU thread)
     nice -n 10 python benchmarks/streaming.py --series 1000                       # bundled model, minutes on 2 cores
     nice -n 10 python benchmarks/streaming.py --series 5000 20000 --tiny-model    # engine overhead, memory vs size
 
