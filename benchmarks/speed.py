@@ -279,6 +279,19 @@ def worker_main(argv: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------
+def worker_arguments(args: argparse.Namespace, kind: str, *point: str) -> list[str]:
+    """Command line of one worker subprocess: ``kind``, the point's own flags, and the settings
+    every point shares (model path, device, memory cap, threads)."""
+    shared = [
+        f"--model-path={args.model_path}",
+        f"--device={args.device}",
+        f"--memory-limit-gib={args.memory_limit_gib}",
+    ]
+    if args.threads:
+        shared.append(f"--threads={args.threads}")
+    return [kind, *point, *shared]
+
+
 def run_worker(arguments: list[str], timeout: float) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "_worker", *arguments]
     try:
@@ -317,21 +330,17 @@ def inference_sweep(args: argparse.Namespace, d_ff: int) -> pd.DataFrame:
                 rows.append({"model": model, "context": context, "status": "skipped", "error": stop_reason})
                 print(f"{model:20s} {context:7d}  skipped ({stop_reason})", flush=True)
                 continue
-            arguments = [
+            arguments = worker_arguments(
+                args,
                 "inference",
                 f"--model={model}",
-                f"--model-path={args.model_path}",
                 f"--context={context}",
                 f"--batch={args.batch}",
                 f"--horizon={args.horizon}",
                 f"--repeats={args.repeats}",
                 f"--max-seconds={args.max_seconds}",
-                f"--device={args.device}",
                 f"--d-ff={d_ff}",
-                f"--memory-limit-gib={args.memory_limit_gib}",
-            ]
-            if args.threads:
-                arguments.append(f"--threads={args.threads}")
+            )
             result = run_worker(arguments, timeout=args.timeout)
             result.setdefault("model", model)
             result.setdefault("context", context)
@@ -555,18 +564,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
 
     train = None
     if not args.skip_train:
-        train_args = [
+        train_args = worker_arguments(
+            args,
             "train",
-            f"--model-path={args.model_path}",
             "--context=512",
             f"--batch={16 if args.quick else 64}",
             "--horizon=64",
             f"--repeats={2 if args.quick else 5}",
-            f"--device={args.device}",
-            f"--memory-limit-gib={args.memory_limit_gib}",
-        ]
-        if args.threads:
-            train_args.append(f"--threads={args.threads}")
+        )
         train = run_worker(train_args, timeout=args.timeout)
         if train.get("status") == "ok":
             print(f"training step: {train['seconds_per_step']:.3f} s, {train['series_per_s']:.1f} series/s", flush=True)
