@@ -3,14 +3,16 @@
 On CUDA it times the Triton kernels, the chunked PyTorch path and (for short sequences) the naive
 reference, and reports the achieved memory bandwidth: the bytes each op must move at least (every
 input read once, every output written once) divided by its time. On CPU only the PyTorch paths run
-(chunked, and naive for short sequences); Triton is not timed there (its interpreter is a
-correctness tool, not a fast path).
+(chunked, and naive for short sequences). ``--triton-interpret`` adds the Triton kernels on CPU,
+run by Triton's interpreter: it checks that the CUDA case's code path runs end to end on a machine
+without a GPU; its times are the interpreter's, never a speed figure.
 
 Examples::
 
     python benchmarks/kernels.py                             # realistic shapes, T = 256 .. 8192
     python benchmarks/kernels.py --lengths 256,1024 --repeats 3
     TSMOJO_BENCH_DEVICE=cpu python benchmarks/kernels.py     # force the CPU case
+    python benchmarks/kernels.py --device cpu --lengths 64 --batch 2 --triton-interpret
 
 Writes ``benchmarks/results/kernels_<device>.csv`` (device = cuda or cpu).
 """
@@ -91,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ops", default="ssd,attention")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 20 on CUDA, 3 on CPU)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--triton-interpret",
+        action="store_true",
+        help="on CPU, also run the Triton kernels under TRITON_INTERPRET=1 for T <= --naive-max-length "
+        "(checks the CUDA case's code path; the times are not a speed figure)",
+    )
     return parser.parse_args(argv)
 
 
@@ -158,17 +166,19 @@ def attention_bytes(args, length: int, backward: bool) -> int:
     return forward + 4 * (7 * tokens + 2 * b * h * length + 5 * tokens) + b * length + 8 * b * chunks * args.memory
 
 
-def implementations(op: str, device: torch.device) -> dict[str, Callable]:
+def implementations(op: str, device: torch.device, triton_interpret: bool = False) -> dict[str, Callable]:
+    """The implementations timed for ``op``; Triton runs compiled on CUDA, interpreted on CPU if asked."""
     impls: dict[str, Callable] = {}
-    if device.type == "cuda":
+    if device.type == "cuda" or triton_interpret:
+        name = "triton" if device.type == "cuda" else "triton-interpret"
         if op == "ssd":
             from tsmojo.kernels.ssd.triton_chunk import ssd_scan_triton
 
-            impls["triton"] = ssd_scan_triton
+            impls[name] = ssd_scan_triton
         else:
             from tsmojo.kernels.bmojo_attention.triton_fused import bmojo_attention_triton
 
-            impls["triton"] = bmojo_attention_triton
+            impls[name] = bmojo_attention_triton
     if op == "ssd":
         impls["torch"] = ssd_scan_chunked
         impls["naive"] = lambda x, dt, A, B, C, chunk: ssd_scan_naive(x, dt, A, B, C)
@@ -186,6 +196,10 @@ def main(argv: list[str] | None = None) -> Path:
     on_cuda = device.type == "cuda"
     if on_cuda and os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("TRITON_INTERPRET=1 is set: unset it to time the compiled Triton kernels")
+    triton_interpret = args.triton_interpret and not on_cuda
+    if triton_interpret:
+        # triton.jit reads the setting when the kernel modules are imported, which happens below.
+        os.environ["TRITON_INTERPRET"] = "1"
     repeats = args.repeats or (20 if on_cuda else 3)
     naive_max = args.naive_max_length if args.naive_max_length is not None else (1024 if on_cuda else 256)
     lengths_text = args.lengths or ("256,1024,2048,4096,8192" if on_cuda else "256,1024,2048")
@@ -205,7 +219,12 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         print(
             f"CPU case ({device_name}, {torch.get_num_threads()} threads): timing the PyTorch paths only "
-            f"(torch = chunked, naive for T <= {naive_max}); Triton needs CUDA and is not timed"
+            f"(torch = chunked, naive for T <= {naive_max}); "
+            + (
+                f"Triton under its interpreter for T <= {naive_max}, a code-path check, not a speed figure"
+                if triton_interpret
+                else "Triton needs CUDA and is not timed (--triton-interpret runs it under the interpreter)"
+            )
         )
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: timings include contention")
@@ -223,8 +242,8 @@ def main(argv: list[str] | None = None) -> Path:
                 tensors, extra = make_inputs(args, length, device), (args.chunk,)
             else:
                 tensors, extra = make_inputs(args, length, device)
-            for impl, fn in implementations(op, device).items():
-                if impl == "naive" and length > naive_max:
+            for impl, fn in implementations(op, device, triton_interpret).items():
+                if impl in ("naive", "triton-interpret") and length > naive_max:
                     continue
                 for mode in ("fwd", "fwd+bwd"):
                     backward = mode == "fwd+bwd"

@@ -9,6 +9,7 @@ import os
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from .bmojo_attention.chunk import bmojo_attention_chunked
 from .bmojo_attention.naive import bmojo_attention_naive
@@ -61,14 +62,20 @@ def bmojo_attention(
     window: int,
     chunk_size: int,
     scale: float | None = None,
+    query_start: int = 0,
 ) -> torch.Tensor:
-    """Window + fading-band + eidetic-memory attention in one softmax (see ``bmojo_attention/naive.py``)."""
-    backend = resolve_backend(q.device)
-    args = (q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
-    if backend == "naive":
-        return bmojo_attention_naive(*args)
-    if backend == "triton":
-        from .bmojo_attention.triton_fused import bmojo_attention_triton
+    """Window + fading-band + eidetic-memory attention in one softmax (see ``bmojo_attention/naive.py``).
 
-        return bmojo_attention_triton(*args)
-    return bmojo_attention_chunked(*args)
+    ``q`` holds the queries at positions ``query_start .. T - 1`` only (all of them by default)."""
+    backend = resolve_backend(q.device)
+    if backend == "torch":
+        args = (q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+        return bmojo_attention_chunked(*args, query_start=query_start)
+    # The naive and fused kernels run every query: zero queries stand in for the skipped ones.
+    all_queries = F.pad(q, (0, 0, query_start, 0))
+    args = (all_queries, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+    if backend == "naive":
+        return bmojo_attention_naive(*args)[:, :, query_start:]
+    from .bmojo_attention.triton_fused import bmojo_attention_triton
+
+    return bmojo_attention_triton(*args)[:, :, query_start:]

@@ -4,6 +4,7 @@ The seasonal-naive scores reproduce the published Chronos Benchmark II values; t
 aggregate reproduces the anchors' table. Skipped where the shared datasets are absent.
 """
 
+import importlib.util
 import math
 
 import numpy as np
@@ -95,3 +96,23 @@ def test_geometric_mean_and_spec():
     assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
     assert math.isnan(geometric_mean([1.0, float("nan")]))
     assert DatasetSpec("x", ("x",), None, 1, 1).prediction_length == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
+    """benchmarks/kernels.py on CPU, tiny shapes: the torch and naive paths, and the Triton kernels
+    (the CUDA case's code) under the interpreter, forward and backward, with positive times."""
+    from benchmarks import kernels
+
+    out = tmp_path / "kernels.csv"
+    tiny = "--batch 2 --heads 1 --head-dim 4 --state 2 --window 2 --chunk 4 --memory 2 --repeats 1"
+    kernels.main(["--device", "cpu", "--lengths", "5,9", "--naive-max-length", "5", "--triton-interpret",
+                  "--out", str(out), *tiny.split()])  # fmt: skip
+    assert "CPU case" in capsys.readouterr().out
+    rows = pd.read_csv(out)
+    for op in ("ssd", "attention"):
+        for impl, lengths in (("torch", {5, 9}), ("naive", {5}), ("triton-interpret", {5})):
+            chosen = rows[(rows["op"] == op) & (rows["impl"] == impl)]
+            assert set(chosen["T"]) == lengths, (op, impl)
+            assert set(chosen["mode"]) == {"fwd", "fwd+bwd"}, (op, impl)
+    assert (rows["ms_median"] > 0).all() and (rows["device"] == "cpu").all()

@@ -201,6 +201,59 @@ def test_attention_triton_empty_sequence():
     assert out.shape == (1, 2, 0, 4)
 
 
+# Queries from position `start` on only (a model's last layer): T mid-chunk, on a chunk
+# boundary, the last query alone, no query at all, and every query.
+QUERY_TAIL_CASES = {
+    "mid_chunk": ("odd_lengths", 13),
+    "chunk_boundary": ("window_equals_chunk", 16),
+    "last_query": ("window_spans_chunks", 49),
+    "no_query": ("window_equals_chunk", 33),
+    "all_queries": ("odd_lengths", 0),
+    "first_chunk": ("single_step", 0),
+}
+
+
+def _full_then_tail(start):
+    """The reference for a query tail: every query through the naive kernel (the skipped ones
+    zero), then the tail's rows."""
+
+    def run(q, k, v, k_fade, v_fade, *extra):
+        zeros_in_front = torch.cat([q.new_zeros(*q.shape[:2], start, q.shape[3]), q[:, :, start:]], dim=2)
+        return bmojo_attention_naive(zeros_in_front, k, v, k_fade, v_fade, *extra)[:, :, start:]
+
+    return run
+
+
+@pytest.mark.parametrize("case, start", QUERY_TAIL_CASES.values(), ids=QUERY_TAIL_CASES.keys())
+def test_attention_query_tail_matches_full(case, start):
+    tensors, extra = _attention_inputs(*ATTENTION_CASES[case])
+    assert 0 <= start <= tensors[0].shape[2]
+
+    def tail(q, k, v, k_fade, v_fade, *rest):
+        return bmojo_attention_chunked(q[:, :, start:], k, v, k_fade, v_fade, *rest, query_start=start)
+
+    _assert_matches(tail, _full_then_tail(start), tensors, extra, ATTENTION_NAMES)
+
+
+@pytest.mark.parametrize("backend", ["naive", "torch", "triton"])
+def test_dispatch_query_tail(monkeypatch, backend):
+    if backend == "triton" and not HAS_TRITON:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TSMOJO_KERNELS", backend)
+    tensors, extra = _attention_inputs(*ATTENTION_CASES["odd_lengths"])
+    q, k, v, k_fade, v_fade = (t.to(DEVICE) for t in tensors)
+    full = dispatch.bmojo_attention(q, k, v, k_fade, v_fade, *extra)
+    tail = dispatch.bmojo_attention(q[:, :, 13:], k, v, k_fade, v_fade, *extra, query_start=13)
+    torch.testing.assert_close(tail, full[:, :, 13:], **TOL)
+
+
+def test_attention_query_tail_rejects_wrong_length():
+    tensors, extra = _attention_inputs(*ATTENTION_CASES["odd_lengths"])
+    q, k, v, k_fade, v_fade = tensors
+    with pytest.raises(ValueError, match="query_start"):
+        bmojo_attention_chunked(q[:, :, 5:], k, v, k_fade, v_fade, *extra, query_start=4)
+
+
 # --------------------------------------------------------------------------- dispatch
 @pytest.mark.parametrize(
     "setting, cpu, cuda",
@@ -231,7 +284,11 @@ def test_dispatch_calls_the_chosen_backend(monkeypatch, setting):
     calls = []
 
     def spy(name):
-        return lambda *args: calls.append(name)
+        def record(*args, **kwargs):
+            calls.append(name)
+            return torch.zeros(1, 1, 1, 1)
+
+        return record
 
     monkeypatch.setenv("TSMOJO_KERNELS", setting)
     monkeypatch.setattr(dispatch, "ssd_scan_naive", spy("naive"))

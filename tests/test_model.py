@@ -200,3 +200,42 @@ def test_memory_changes_the_output_for_long_contexts() -> None:
     no_memory.load_state_dict(model.state_dict())
     x = random_walks(1, 200)
     assert (model.forecast(x, 8) - no_memory.forecast(x, 8)).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("output_from", [0, 1, 9, 16, 38, 39])
+def test_block_output_tail_matches_the_full_block(output_from: int) -> None:
+    """A block asked for positions >= output_from (the model's last block) gives those rows of the
+    full computation, and the same gradients to every input and parameter."""
+    from tsmojo.layers import BMojoBlock
+
+    config = TSMojoConfig.tiny(chunk_size=4, window=3, memory_size=3)
+    torch.manual_seed(0)
+    block = BMojoBlock(config)
+    batch, length = 4, 39
+    x = torch.randn(batch, length, config.d_model)
+    valid = torch.rand(batch, length) > 0.2
+    valid[1, :10] = False  # left padding
+    observed = valid.clone()
+    layouts = {
+        "singletons": GroupLayout.from_group_ids(torch.arange(batch)),
+        "groups": GroupLayout.from_group_ids(torch.tensor([0, 0, 1, 0])),
+    }
+    for name, layout in layouts.items():
+        results = []
+        for start in (0, output_from):
+            block.zero_grad(set_to_none=True)
+            inputs = x.clone().requires_grad_()
+            out, innovation_loss = block(inputs, valid, valid, observed, layout, start)
+            tail = out[:, output_from - start :]
+            (tail.pow(2).sum() + innovation_loss).backward()
+            grads = {key: p.grad.clone() for key, p in block.named_parameters() if p.grad is not None}
+            results.append((tail.detach(), innovation_loss.detach(), inputs.grad, grads))
+        (full, full_loss, full_input_grad, full_grads), (tail, loss, input_grad, grads) = results
+        assert tail.shape == (batch, length - output_from, config.d_model), name
+        torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(loss, full_loss, msg=name)
+        torch.testing.assert_close(input_grad, full_input_grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert grads.keys() <= full_grads.keys(), name  # with no position left, q's weights get no gradient
+        for key, full_grad in full_grads.items():
+            grad = grads.get(key, torch.zeros_like(full_grad))
+            torch.testing.assert_close(grad, full_grad, rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")

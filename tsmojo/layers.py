@@ -113,10 +113,11 @@ class BMojoTimeMixing(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
 
     def forward(
-        self, u: torch.Tensor, sequence_valid: torch.Tensor, memory_candidate: torch.Tensor
+        self, u: torch.Tensor, sequence_valid: torch.Tensor, memory_candidate: torch.Tensor, output_from: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """u: (B, T, d) normalised tokens. Returns the mixed tokens and the mean innovation
-        (the readout's prediction loss, an auxiliary training signal)."""
+        """u: (B, T, d) normalised tokens. Returns the mixed tokens at positions ``output_from ..
+        T - 1`` and the mean innovation (the readout's prediction loss, an auxiliary training signal).
+        Keys, values, the SSM and the memory always cover all T tokens."""
         batch, length, d = u.shape
         cfg = self.config
         xs, dt, B, C = self.ssm_in(u).split([d, self.heads, self.state, self.state], dim=-1)
@@ -135,16 +136,18 @@ class BMojoTimeMixing(nn.Module):
         memory_index = select_memory(innovation, memory_candidate, cfg.chunk_size, cfg.memory_topk, cfg.memory_size)
 
         positions = torch.arange(length, device=u.device)
-        heads = self.heads
-        qkv = self.qkv(u).view(batch, length, 3 * heads, self.head_dim)
-        q, k = rotary(qkv[:, :, : 2 * heads], positions).split(heads, dim=2)
-        k_fade, v_fade = self.fade_kv(fading).view(batch, length, 2 * heads, self.head_dim).split(heads, dim=2)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2 * heads :].transpose(1, 2)
+        heads, head_dim = self.heads, self.head_dim
+        query_weight, key_value_weight = self.qkv.weight.split([d, 2 * d])
+        q = F.linear(u[:, output_from:], query_weight).view(batch, length - output_from, heads, head_dim)
+        q = rotary(q, positions[output_from:]).transpose(1, 2)
+        k, v = F.linear(u, key_value_weight).view(batch, length, 2 * heads, head_dim).split(heads, dim=2)
+        k_fade, v_fade = self.fade_kv(fading).view(batch, length, 2 * heads, head_dim).split(heads, dim=2)
+        k, v = rotary(k, positions).transpose(1, 2), v.transpose(1, 2)
         k_fade, v_fade = rotary(k_fade, positions).transpose(1, 2), v_fade.transpose(1, 2)
         mixed = bmojo_attention(
-            q, k, v, k_fade, v_fade, sequence_valid, memory_index, cfg.window, cfg.chunk_size
+            q, k, v, k_fade, v_fade, sequence_valid, memory_index, cfg.window, cfg.chunk_size, query_start=output_from
         )
-        return self.out(mixed.transpose(1, 2).reshape(batch, length, d)), innovation_loss
+        return self.out(mixed.transpose(1, 2).reshape(batch, length - output_from, d)), innovation_loss
 
 
 @dataclass
@@ -188,10 +191,11 @@ class GroupAttention(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
+        if not layout.buckets:
+            # Every row is alone in its group and reads only its own value: out(v(x)) in one product.
+            return F.linear(x, self.out.weight @ self.v.weight)
         batch, length, d = x.shape
-        values = self.v(x)  # a row alone in its group reads only itself: its own value
-        if layout.buckets:
-            values = values.clone()
+        values = self.v(x).clone()
         for rows in layout.buckets:
             groups, size = rows.shape
             present = rows >= 0
@@ -238,9 +242,12 @@ class BMojoBlock(nn.Module):
         memory_candidate: torch.Tensor,
         observed: torch.Tensor,
         layout: GroupLayout,
+        output_from: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed, innovation_loss = self.time_mixing(self.time_norm(x), sequence_valid, memory_candidate)
-        x = x + mixed
-        x = x + self.group_attention(self.group_norm(x), observed, layout)
+        """Returns the tokens at positions ``output_from ..`` (all of them by default) and the
+        innovation loss. Later positions never depend on ``output_from``."""
+        mixed, innovation_loss = self.time_mixing(self.time_norm(x), sequence_valid, memory_candidate, output_from)
+        x = x[:, output_from:] + mixed
+        x = x + self.group_attention(self.group_norm(x), observed[:, output_from:], layout)
         x = x + self.feed_forward(self.ff_norm(x))
         return x, innovation_loss

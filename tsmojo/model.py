@@ -171,10 +171,12 @@ class TSMojoModel(nn.Module):
         layout = GroupLayout.from_group_ids(group_ids)
 
         innovation_losses = []
-        for block_module in self.blocks:
-            x, innovation_loss = block_module(x, sequence_valid, memory_candidate, observed, layout)
+        for index, block_module in enumerate(self.blocks):
+            # The head reads only the future tokens, so the last block computes only those.
+            output_from = num_context + 1 if index == len(self.blocks) - 1 else 0
+            x, innovation_loss = block_module(x, sequence_valid, memory_candidate, observed, layout, output_from)
             innovation_losses.append(innovation_loss)
-        out = self.head(self.final_norm(x[:, num_context + 1 :]))
+        out = self.head(self.final_norm(x[:, -num_future:]))
         prediction = out.view(batch, horizon, len(cfg.quantiles))
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from .naive import NEG
 
 
-def _chunk_major(tensor: torch.Tensor, lead_chunks: int, num_chunks: int, chunk_size: int) -> torch.Tensor:
-    """(b, h, T, d) -> (lead_chunks + num_chunks, b, h, chunk_size, d), zero chunks in front and
-    zero padding behind, so that slice ``[lead - j : lead - j + num_chunks]`` is "the chunk j before"."""
+def _chunk_major(tensor: torch.Tensor, front: int, num_chunks: int, chunk_size: int) -> torch.Tensor:
+    """(b, h, T, d) -> (num_chunks, b, h, chunk_size, d): ``front`` zero steps in front, zero padding
+    behind. With ``front = lead * chunk_size``, slice ``[lead - j : lead - j + n]`` is "the chunk j before"."""
     batch, heads, length, dim = tensor.shape
-    padded = F.pad(tensor.float(), (0, 0, lead_chunks * chunk_size, num_chunks * chunk_size - length))
-    return padded.view(batch, heads, lead_chunks + num_chunks, chunk_size, dim).permute(2, 0, 1, 3, 4).contiguous()
+    padded = F.pad(tensor.float(), (0, 0, front, num_chunks * chunk_size - front - length))
+    return padded.view(batch, heads, num_chunks, chunk_size, dim).permute(2, 0, 1, 3, 4).contiguous()
 
 
 def _offsets(low: int, high: int, chunk_size: int) -> list[int]:
@@ -41,21 +41,33 @@ def bmojo_attention_chunked(
     window: int,
     chunk_size: int,
     scale: float | None = None,
+    query_start: int = 0,
 ) -> torch.Tensor:
-    """Chunked evaluation; see ``naive.bmojo_attention_naive`` for the semantics."""
-    batch, heads, length, dim = q.shape
-    if length == 0:
-        return q.new_zeros(q.shape)
+    """Chunked evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
+
+    ``q`` may hold only the queries at positions ``query_start .. T - 1`` (T = the keys' length):
+    chunks before the first query's are skipped, which is how a model's last layer computes just
+    the positions its head reads."""
+    batch, heads, num_queries, dim = q.shape
+    length = k.shape[2]
+    if num_queries != length - query_start:
+        raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
+    if num_queries == 0:
+        return q * 0.0  # an empty result that is still part of the autograd graph
     scale = dim**-0.5 if scale is None else scale
     num_chunks = -(-length // chunk_size)
+    first_chunk = query_start // chunk_size
+    skipped = query_start - first_chunk * chunk_size  # queries of the first chunk before query_start
+    query_chunks = num_chunks - first_chunk
     window_offsets = _offsets(0, window - 1, chunk_size)
     band_offsets = _offsets(window, 2 * window - 1, chunk_size)
     lead = max(window_offsets + band_offsets)
 
-    queries = _chunk_major(q, 0, num_chunks, chunk_size).mul_(scale)  # (c, b, h, q, d), scaled in float32
-    keys, values = _chunk_major(k, lead, num_chunks, chunk_size), _chunk_major(v, lead, num_chunks, chunk_size)
-    fade_keys = _chunk_major(k_fade, lead, num_chunks, chunk_size)
-    fade_values = _chunk_major(v_fade, lead, num_chunks, chunk_size)
+    queries = _chunk_major(q, skipped, query_chunks, chunk_size).mul_(scale)  # (c, b, h, q, d), in float32
+    front, key_chunks = lead * chunk_size, lead + num_chunks
+    keys, values = _chunk_major(k, front, key_chunks, chunk_size), _chunk_major(v, front, key_chunks, chunk_size)
+    fade_keys = _chunk_major(k_fade, front, key_chunks, chunk_size)
+    fade_values = _chunk_major(v_fade, front, key_chunks, chunk_size)
     valid = F.pad(key_valid, (lead * chunk_size, (num_chunks * chunk_size) - length), value=False)
     valid = valid.view(batch, lead + num_chunks, chunk_size).transpose(0, 1)  # (lead + c, b, s)
 
@@ -64,7 +76,7 @@ def bmojo_attention_chunked(
     distance = row[:, None] - row[None, :]
 
     def at(tensor: torch.Tensor, offset: int) -> torch.Tensor:
-        return tensor[lead - offset : lead - offset + num_chunks]
+        return tensor[lead - offset + first_chunk : lead - offset + num_chunks]
 
     score_blocks, masks, value_blocks = [], [], []
     for offsets, key_chunks, value_chunks, low in (
@@ -79,16 +91,18 @@ def bmojo_attention_chunked(
             value_blocks.append(at(value_chunks, offset))
 
     # Eidetic memory: a slot is readable if filled, valid, and older than the query's window.
+    memory_index = memory_index[:, first_chunk:num_chunks]
     num_slots = memory_index.shape[-1]
     slot = memory_index.clamp(min=0)  # (b, c, M)
-    gather = slot.view(batch, 1, num_chunks * num_slots, 1).expand(batch, heads, -1, dim)
+    gather = slot.reshape(batch, 1, query_chunks * num_slots, 1).expand(batch, heads, -1, dim)
 
     def memory_chunks(tensor: torch.Tensor) -> torch.Tensor:
-        gathered = torch.gather(tensor.float(), 2, gather).view(batch, heads, num_chunks, num_slots, dim)
+        gathered = torch.gather(tensor.float(), 2, gather).view(batch, heads, query_chunks, num_slots, dim)
         return gathered.permute(2, 0, 1, 3, 4)
 
-    query_position = torch.arange(num_chunks, device=q.device)[:, None] * chunk_size + row[None, :]  # (c, q)
-    memory_ok = (memory_index >= 0) & torch.gather(key_valid, 1, slot.view(batch, -1)).view_as(slot)
+    chunk_start = torch.arange(first_chunk, num_chunks, device=q.device)[:, None] * chunk_size
+    query_position = chunk_start + row[None, :]  # (c, q)
+    memory_ok = (memory_index >= 0) & torch.gather(key_valid, 1, slot.reshape(batch, -1)).view_as(slot)
     memory_ok = memory_ok.transpose(0, 1)[:, :, None, :] & (
         slot.transpose(0, 1)[:, :, None, :] <= query_position[:, None, :, None] - window
     )  # (c, b, q, M)
@@ -102,5 +116,5 @@ def bmojo_attention_chunked(
     probs = torch.softmax(scores, dim=-1) * has_key
     widths = [block.shape[-1] for block in score_blocks]
     out = sum(p @ block for p, block in zip(probs.split(widths, dim=-1), value_blocks))
-    out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, num_chunks * chunk_size, dim)
-    return out[:, :, :length].to(q.dtype)
+    out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, query_chunks * chunk_size, dim)
+    return out[:, :, skipped : skipped + num_queries].to(q.dtype)
