@@ -5,6 +5,7 @@ Examples::
     python benchmarks/speed.py                 # everything, writes benchmarks/results/speed.{csv,md,png}
     python benchmarks/speed.py --quick         # contexts 512 and 2048 only
     python benchmarks/speed.py --skip-chronos2 --contexts 512,8192
+    python benchmarks/speed.py --profile-context 32768 --threads 1   # where the time goes at 32k
 
 Parts:
 
@@ -242,9 +243,37 @@ def worker_train(args: argparse.Namespace) -> dict:
     }
 
 
+def worker_profile(args: argparse.Namespace) -> dict:
+    """Where one (batch, context) forecast spends its time, by ``torch.profiler`` self CPU time:
+    the linear layers' matrix products, fused attention (SDPA), and everything else."""
+    import torch
+
+    torch.manual_seed(0)
+    run, _, params = build_model(args.model, args.model_path, args.device, args.context, args.d_ff)
+    batch = torch.randn(args.batch, args.context).cumsum(-1)
+    with torch.no_grad():
+        run(batch[:2, :256], args.horizon)  # warm-up
+        with torch.profiler.profile() as profile:
+            run(batch, args.horizon)
+    self_seconds = {event.key: event.self_cpu_time_total / 1e6 for event in profile.key_averages()}
+    linear = sum(self_seconds.get(key, 0.0) for key in ("aten::mm", "aten::addmm"))
+    sdpa = sum(seconds for key, seconds in self_seconds.items() if "scaled_dot_product" in key)
+    total = sum(self_seconds.values())
+    return {
+        "model": args.model,
+        "context": args.context,
+        "params": params,
+        "profiled_seconds": total,
+        "linear_seconds": linear,
+        "sdpa_seconds": sdpa,
+        "other_seconds": total - linear - sdpa,
+        "status": "ok",
+    }
+
+
 def worker_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["inference", "train"])
+    parser.add_argument("kind", choices=["inference", "train", "profile"])
     parser.add_argument("--model", default="tsmojo")
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL_PATH))
     parser.add_argument("--context", type=int, default=512)
@@ -266,7 +295,8 @@ def worker_main(argv: Sequence[str]) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        result = worker_inference(args) if args.kind == "inference" else worker_train(args)
+        workers = {"inference": worker_inference, "train": worker_train, "profile": worker_profile}
+        result = workers[args.kind](args)
     except (MemoryError, RuntimeError) as exc:
         message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         oom = isinstance(exc, MemoryError) or "memory" in message.lower() or "alloc" in message.lower()
@@ -519,6 +549,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ets-series", type=int, default=200)
     parser.add_argument("--output-dir", default=str(RESULTS_DIR))
     parser.add_argument("--output-name", help="file stem; default speed (speed_quick with --quick)")
+    parser.add_argument(
+        "--profile-context",
+        type=int,
+        help="instead of the sweep: profile one batch of this context for tsmojo and Chronos-2 (unlimited) "
+        "and write <stem>_profile.md",
+    )
     args = parser.parse_args(argv)
     if args.contexts:
         args.contexts = [int(c) for c in args.contexts.split(",")]
@@ -527,6 +563,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.ets_series = min(args.ets_series, 40)
     return args
+
+
+def profile_split(args: argparse.Namespace, d_ff: int, path: Path, command: str) -> None:
+    """Time split of one forecast batch per model (see :func:`worker_profile`), as a markdown table."""
+    models = ["tsmojo"] if args.skip_chronos2 else ["tsmojo", "chronos2_unlimited"]
+    lines = [
+        f"Reproduce: `{command}`",
+        "",
+        f"`torch.profiler` self CPU time of one forecast, batch {args.batch} x context {args.profile_context:,},"
+        f" horizon {args.horizon}, {args.threads or 'default'} thread(s). The profiler adds some overhead.",
+        "",
+        "| model | profiled total (s) | linear-layer products: mm, addmm (s) | SDPA attention (s) "
+        "| everything else (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for model in models:
+        point = [f"--model={model}", f"--context={args.profile_context}", f"--batch={args.batch}"]
+        point += [f"--horizon={args.horizon}", f"--d-ff={d_ff}"]
+        result = run_worker(worker_arguments(args, "profile", *point), timeout=args.timeout)
+        if result.get("status") != "ok":
+            lines.append(f"| {model} | {result.get('status')}: {result.get('error', '')} | | | |")
+            continue
+        lines.append(
+            f"| {model} | {result['profiled_seconds']:.2f} | {result['linear_seconds']:.2f} | "
+            f"{result['sdpa_seconds']:.2f} | {result['other_seconds']:.2f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), f"\nwrote {path}", sep="\n", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
@@ -552,6 +616,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         params |= {"chronos2": count_parameters(chronos), "d_ff": d_ff}
         del chronos
     print(f"parameters: {params}", flush=True)
+    if args.profile_context:
+        profile_split(args, d_ff, output_dir / f"{stem}_profile.md", command)
+        return pd.DataFrame()
     frame = inference_sweep(args, d_ff)
     frame["params"] = frame["model"].map(lambda m: params.get("tsmojo" if m == "tsmojo" else "chronos2"))
     exponents = {}

@@ -48,13 +48,14 @@ def ssd_scan_chunked(
     # State contributed by each chunk, decayed to the chunk's end.
     decay_to_end = torch.exp(log_decay[:, :, -1:, :] - log_decay)  # (b, c, q, h)
     chunk_states = torch.einsum("bcqh,bcqhp,bcqn->bchpn", decay_to_end, dt_x, B_)
-    chunk_decay = torch.exp(log_decay[:, :, -1, :])  # (b, c, h)
+    chunk_decay = torch.exp(log_decay[:, :, -1, :])[..., None, None]  # (b, c, h, 1, 1)
 
     states = []
     state = x_.new_zeros(batch, heads, head_dim, B_.shape[-1])
     for c in range(num_chunks):
         states.append(state)
-        state = chunk_decay[:, c, :, None, None] * state + chunk_states[:, c]
+        # One fused op per chunk: this loop runs T / chunk times per layer.
+        state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c], state)
     incoming = torch.stack(states, dim=1)  # state entering each chunk: (b, c, h, p, n)
     y_inter = torch.einsum("bcqn,bchpn,bcqh->bcqhp", C_, incoming, torch.exp(log_decay))
 
