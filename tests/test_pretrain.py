@@ -43,3 +43,32 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:
     result = run("--tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "none"), "--resume")
     assert result.returncode != 0 and "no checkpoint" in result.stderr
+
+
+def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> None:
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first = run("--tiny", "--max-steps", "4", "--run-dir", str(first_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    start = TSMojoModel.from_pretrained(first_dir / "model")
+
+    second = run("--tiny", "--max-steps", "3", "--run-dir", str(second_dir), "--init-from", str(first_dir / "model"))
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((second_dir / "model" / "training_summary.json").read_text())
+    first_summary = json.loads((first_dir / "model" / "training_summary.json").read_text())
+    assert summary["steps_before"] == 4 and summary["steps"] == 7  # a 3-step schedule after 4 steps
+    assert summary["series_seen_total"] > first_summary["series_seen_total"]
+    assert summary["init_from"] == str(first_dir / "model")
+
+    # Zero steps of the new schedule would leave the weights as loaded: check the loaded ones moved
+    # only a little from the start, which a fresh random initialisation would not do.
+    after = TSMojoModel.from_pretrained(second_dir / "model")
+    torch.manual_seed(123)
+    fresh = TSMojoModel(start.config)
+    moved = sum((a - b).abs().sum() for a, b in zip(after.state_dict().values(), start.state_dict().values()))
+    fresh_distance = sum((a - b).abs().sum() for a, b in zip(fresh.state_dict().values(), start.state_dict().values()))
+    assert 0 < moved < 0.5 * fresh_distance
+
+
+def test_init_from_and_resume_are_exclusive(tmp_path) -> None:
+    result = run("--tiny", "--run-dir", str(tmp_path / "r"), "--resume", "--init-from", str(tmp_path))
+    assert result.returncode != 0 and "--init-from" in result.stderr

@@ -2,6 +2,8 @@
 
     tsmojo pretrain --max-time 10m --run-dir runs/pretrain            # from scratch
     tsmojo pretrain --max-time 2h --run-dir runs/pretrain --resume    # continue, train more
+    tsmojo pretrain --init-from tsmojo/checkpoints/tsmojo-mini --max-steps 2000 --run-dir runs/more
+                                      # a new schedule from a model's weights; the data stream goes on
 
 Checkpoints (Lightning, for resuming) go to RUN_DIR/checkpoints every few minutes; the model
 itself is exported as safetensors + config.json to RUN_DIR/model (or --export-dir) at every
@@ -128,13 +130,21 @@ class ThroughputAndExport(pl.Callback):
         module.model.save_pretrained(self.export_dir)
         elapsed = time.time() - self.start
         summary = dict(self.summary)
-        summary["steps"] = int(trainer.global_step)
+        summary["steps"] = summary.get("steps_before", 0) + int(trainer.global_step)
         summary["series_seen_total"] = summary.get("series_seen_total", 0) + self.series
         summary["wall_seconds_total"] = summary.get("wall_seconds_total", 0.0) + elapsed
         # Each run adds its own thread count: runs resumed with other settings must not rescale the past.
         summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * torch.get_num_threads()
         summary["series_per_second_this_run"] = self.series / max(elapsed, 1e-9)
         (self.export_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+
+
+_TOTALS = ("series_seen_total", "wall_seconds_total", "thread_seconds_total")
+
+
+def _read_summary(model_dir: Path) -> dict:
+    path = Path(model_dir) / "training_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def parse_duration(text: str) -> float:
@@ -156,6 +166,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--max-time", type=parse_duration, help="wall-clock budget of this run, e.g. 10m or 2h")
     parser.add_argument("--max-steps", type=int, help="total optimizer steps (also the LR schedule length)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from the weights of this model directory with a fresh optimizer and LR schedule; "
+        "the data stream continues after the steps that model was trained for",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--tiny", action="store_true", help="a tiny model and batches, for smoke tests")
     return parser
@@ -163,6 +179,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.init_from and args.resume:
+        raise SystemExit("--init-from starts a new schedule and --resume continues one: pass only one")
     config = PretrainConfig.from_yaml(args.config) if args.config else PretrainConfig()
     if args.seed is not None:
         config.seed = args.seed
@@ -185,23 +203,29 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "pretrain_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
 
-    model_config = TSMojoConfig(**config.model)
-    model = TSMojoModel(model_config)
+    carried: dict = {}  # totals of earlier runs: from this run's last export, or from the --init-from model
+    if args.init_from:
+        model = TSMojoModel.from_pretrained(args.init_from)
+        clash = {k: v for k, v in config.model.items() if getattr(model.config, k) != v}
+        if clash:
+            raise SystemExit(f"--init-from: {args.init_from} does not have the configured model settings {clash}")
+        carried = _read_summary(args.init_from)
+        carried = {"steps_before": int(carried.get("steps", 0)), "init_from": str(args.init_from),
+                   **{k: carried[k] for k in _TOTALS if k in carried}}
+    else:
+        model = TSMojoModel(TSMojoConfig(**config.model))
     module = TSMojoLightningModule(model, config.learning_rate, config.weight_decay, config.warmup_steps,
                                    config.max_steps)
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     sampler = TaskSampler(real)
     start_step = 0
-    summary: dict = {"parameters": sum(p.numel() for p in model.parameters()), "seed": config.seed,
-                     "real_series": len(real), "pretrain_config": dataclasses.asdict(config)}
     if args.resume:
         start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-        previous = export_dir / "training_summary.json"
-        if previous.is_file():
-            old = json.loads(previous.read_text())
-            totals = ("series_seen_total", "wall_seconds_total", "thread_seconds_total")
-            summary.update({k: old[k] for k in totals if k in old})
-    stream = PretrainStream(sampler, config, model_config.patch_size, start_step)
+        previous = _read_summary(export_dir)
+        carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
+    summary: dict = {"parameters": sum(p.numel() for p in model.parameters()), "seed": config.seed,
+                     "real_series": len(real), "pretrain_config": dataclasses.asdict(config), **carried}
+    stream = PretrainStream(sampler, config, model.config.patch_size, carried.get("steps_before", 0) + start_step)
     train_loader = DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True,
                               prefetch_factor=4)
     val_loader = DataLoader(validation_batches(sampler, config), batch_size=None)
