@@ -40,6 +40,7 @@ def main() -> None:
     torch.set_num_threads(1)
     context_length = int(os.environ.get("CTX", 2048))
     model = TSMojoModel.from_pretrained(sys.argv[1])
+    model.config.context_length = context_length  # CTX, not the checkpoint's default cut, sets the context
     names = sys.argv[2].split(",") if len(sys.argv) > 2 else AGGREGATE
     levels = torch.tensor(model.config.quantiles)
     columns = [int((levels - q).abs().argmin()) for q in EVAL_QUANTILES]

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     carried: dict = {}  # totals of earlier runs: from this run's last export, or from the --init-from model
     if args.init_from:
-        model = TSMojoModel.from_pretrained(args.init_from)
+        model = TSMojoModel.from_pretrained(args.init_from).train()  # loaded for inference, in eval mode
         clash = {k: v for k, v in config.model.items() if getattr(model.config, k) != v}
         if clash:
             raise SystemExit(f"--init-from: {args.init_from} does not have the configured model settings {clash}")
