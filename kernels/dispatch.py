@@ -72,7 +72,7 @@ def bmojo_attention(
         args = (q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
         return bmojo_attention_chunked(*args, query_start=query_start)
     # The naive and fused kernels run every query: zero queries stand in for the skipped ones.
-    all_queries = F.pad(q, (0, 0, query_start, 0))
+    all_queries = F.pad(q, (0, 0, query_start, 0)) if query_start else q  # no copy in the common case
     args = (all_queries, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
     if backend == "naive":
         return bmojo_attention_naive(*args)[:, :, query_start:]

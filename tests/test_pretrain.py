@@ -59,8 +59,8 @@ def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> Non
     assert summary["series_seen_total"] > first_summary["series_seen_total"]
     assert summary["init_from"] == str(first_dir / "model")
 
-    # Zero steps of the new schedule would leave the weights as loaded: check the loaded ones moved
-    # only a little from the start, which a fresh random initialisation would not do.
+    # The run started from the loaded weights: they moved, but far less than the distance from them
+    # to a fresh random initialisation.
     after = TSMojoModel.from_pretrained(second_dir / "model")
     torch.manual_seed(123)
     fresh = TSMojoModel(start.config)

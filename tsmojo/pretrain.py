@@ -209,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         clash = {k: v for k, v in config.model.items() if getattr(model.config, k) != v}
         if clash:
             raise SystemExit(f"--init-from: {args.init_from} does not have the configured model settings {clash}")
-        carried = _read_summary(args.init_from)
-        carried = {"steps_before": int(carried.get("steps", 0)), "init_from": str(args.init_from),
-                   **{k: carried[k] for k in _TOTALS if k in carried}}
+        source = _read_summary(args.init_from)
+        carried = {"steps_before": int(source.get("steps", 0)), "init_from": str(args.init_from),
+                   **{k: source[k] for k in _TOTALS if k in source}}
     else:
         model = TSMojoModel(TSMojoConfig(**config.model))
     module = TSMojoLightningModule(model, config.learning_rate, config.weight_decay, config.warmup_steps,
