@@ -35,8 +35,8 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tsmojo.kernels.bmojo_attention.chunk import bmojo_attention_chunked  # noqa: E402
-from tsmojo.kernels.bmojo_attention.naive import bmojo_attention_naive  # noqa: E402
+from tsmojo.kernels.attention.chunk import bmojo_attention_chunked  # noqa: E402
+from tsmojo.kernels.attention.naive import bmojo_attention_naive  # noqa: E402
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked  # noqa: E402
 from tsmojo.kernels.ssd.naive import ssd_scan_naive  # noqa: E402
 
@@ -172,11 +172,11 @@ def implementations(op: str, device: torch.device, triton_interpret: bool = Fals
     if device.type == "cuda" or triton_interpret:
         name = "triton" if device.type == "cuda" else "triton-interpret"
         if op == "ssd":
-            from tsmojo.kernels.ssd.triton_chunk import ssd_scan_triton
+            from tsmojo.kernels.ssd.triton import ssd_scan_triton
 
             impls[name] = ssd_scan_triton
         else:
-            from tsmojo.kernels.bmojo_attention.triton_fused import bmojo_attention_triton
+            from tsmojo.kernels.attention.triton import bmojo_attention_triton
 
             impls[name] = bmojo_attention_triton
     if op == "ssd":

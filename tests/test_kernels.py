@@ -16,9 +16,11 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # in case this module is run without conftest.py
 
+import tsmojo.kernels.attention as attention_module
+import tsmojo.kernels.ssd as ssd_module
 from tsmojo.kernels import dispatch
-from tsmojo.kernels.bmojo_attention.chunk import bmojo_attention_chunked
-from tsmojo.kernels.bmojo_attention.naive import bmojo_attention_naive
+from tsmojo.kernels.attention.chunk import bmojo_attention_chunked
+from tsmojo.kernels.attention.naive import bmojo_attention_naive
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked
 from tsmojo.kernels.ssd.naive import ssd_scan_naive
 
@@ -29,13 +31,13 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 def _ssd_triton(*args):
-    from tsmojo.kernels.ssd.triton_chunk import ssd_scan_triton
+    from tsmojo.kernels.ssd.triton import ssd_scan_triton
 
     return ssd_scan_triton(*args)
 
 
 def _attention_triton(*args):
-    from tsmojo.kernels.bmojo_attention.triton_fused import bmojo_attention_triton
+    from tsmojo.kernels.attention.triton import bmojo_attention_triton
 
     return bmojo_attention_triton(*args)
 
@@ -242,8 +244,8 @@ def test_dispatch_query_tail(monkeypatch, backend):
     monkeypatch.setenv("TSMOJO_KERNELS", backend)
     tensors, extra = _attention_inputs(*ATTENTION_CASES["odd_lengths"])
     q, k, v, k_fade, v_fade = (t.to(DEVICE) for t in tensors)
-    full = dispatch.bmojo_attention(q, k, v, k_fade, v_fade, *extra)
-    tail = dispatch.bmojo_attention(q[:, :, 13:], k, v, k_fade, v_fade, *extra, query_start=13)
+    full = attention_module.bmojo_attention(q, k, v, k_fade, v_fade, *extra)
+    tail = attention_module.bmojo_attention(q[:, :, 13:], k, v, k_fade, v_fade, *extra, query_start=13)
     torch.testing.assert_close(tail, full[:, :, 13:], **TOL)
 
 
@@ -291,20 +293,20 @@ def test_dispatch_calls_the_chosen_backend(monkeypatch, setting):
         return record
 
     monkeypatch.setenv("TSMOJO_KERNELS", setting)
-    monkeypatch.setattr(dispatch, "ssd_scan_naive", spy("naive"))
-    monkeypatch.setattr(dispatch, "ssd_scan_chunked", spy("torch"))
-    monkeypatch.setattr(dispatch, "bmojo_attention_naive", spy("naive"))
-    monkeypatch.setattr(dispatch, "bmojo_attention_chunked", spy("torch"))
+    monkeypatch.setattr(ssd_module, "ssd_scan_naive", spy("naive"))
+    monkeypatch.setattr(ssd_module, "ssd_scan_chunked", spy("torch"))
+    monkeypatch.setattr(attention_module, "bmojo_attention_naive", spy("naive"))
+    monkeypatch.setattr(attention_module, "bmojo_attention_chunked", spy("torch"))
     if HAS_TRITON:
-        from tsmojo.kernels.bmojo_attention import triton_fused
-        from tsmojo.kernels.ssd import triton_chunk
+        from tsmojo.kernels.attention import triton
+        from tsmojo.kernels.ssd import triton
 
-        monkeypatch.setattr(triton_chunk, "ssd_scan_triton", spy("triton"))
-        monkeypatch.setattr(triton_fused, "bmojo_attention_triton", spy("triton"))
+        monkeypatch.setattr(triton, "ssd_scan_triton", spy("triton"))
+        monkeypatch.setattr(triton, "bmojo_attention_triton", spy("triton"))
     x, dt, A, B, C = _ssd_inputs(1, 3, 1, 2, 2)
-    dispatch.ssd_scan(x, dt, A, B, C, 4)
+    ssd_module.ssd_scan(x, dt, A, B, C, 4)
     tensors, extra = _attention_inputs(1, 1, 3, 4, 2, 4, 1)
-    dispatch.bmojo_attention(*[t.to(DEVICE) for t in tensors], *extra)
+    attention_module.bmojo_attention(*[t.to(DEVICE) for t in tensors], *extra)
     expected = dispatch.resolve_backend(torch.device("cpu"))
     assert calls[0] == expected
     assert calls[1] == dispatch.resolve_backend(DEVICE)
@@ -330,11 +332,11 @@ def test_model_triton_matches_naive(monkeypatch):
     group_ids = torch.tensor([0, 0, 1])
     roles = torch.tensor([0, 1, 0])
 
-    from tsmojo.kernels.bmojo_attention import triton_fused
-    from tsmojo.kernels.ssd import triton_chunk
+    from tsmojo.kernels.attention import triton
+    from tsmojo.kernels.ssd import triton
 
     calls = []
-    for module, name in ((triton_chunk, "ssd_scan_triton"), (triton_fused, "bmojo_attention_triton")):
+    for module, name in ((triton, "ssd_scan_triton"), (triton, "bmojo_attention_triton")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *args, f=original, n=name: calls.append(n) or f(*args))
 
@@ -365,8 +367,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from tsmojo.kernels.bmojo_attention import triton_fused as F
-from tsmojo.kernels.ssd import triton_chunk as S
+from tsmojo.kernels.attention import triton as F
+from tsmojo.kernels.ssd import triton as S
 
 TARGET = GPUTarget("cuda", 90, 32)
 

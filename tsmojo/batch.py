@@ -317,6 +317,7 @@ class ForecastJob:
     context_length: int | None = None
     batch_size: int = 256
     device: str = "auto"
+    dtype: str = "auto"
     fill_gaps: bool = False
     min_length: int = 3
     nixtla_names: bool = False
@@ -415,14 +416,6 @@ def _fingerprint(job: ForecastJob, columns: tuple[str, str, list[str]], num_seri
 ChunkForecaster = Callable[[pd.DataFrame, "pd.DataFrame | None"], "tuple[pd.DataFrame, list]"]
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class LocalForecaster:
     """Validates a chunk (collect mode) and forecasts its good series with :class:`TSMojoPipeline`.
 
@@ -440,7 +433,7 @@ class LocalForecaster:
         if self._pipeline is None:
             from tsmojo.pipeline import TSMojoPipeline
 
-            self._pipeline = TSMojoPipeline.from_pretrained(self.job.model, device=resolve_device(self.job.device))
+            self._pipeline = TSMojoPipeline.from_pretrained(self.job.model, device=self.job.device, dtype=self.job.dtype)
         return self._pipeline
 
     def _predict(self, history: pd.DataFrame, future: pd.DataFrame | None) -> pd.DataFrame:

@@ -100,6 +100,12 @@ def _add_model_options(parser: argparse.ArgumentParser, default_batch: int = 256
         help="series per model batch and per streamed chunk (default: %(default)s)",
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="compute precision; auto is bfloat16 where the CPU or GPU runs it natively (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,10 +249,9 @@ def _resolve(df, args):
 
 
 def _pipeline(args):
-    from tsmojo.batch import resolve_device
     from tsmojo.pipeline import TSMojoPipeline
 
-    return TSMojoPipeline.from_pretrained(args.model, device=resolve_device(args.device))
+    return TSMojoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -269,6 +274,7 @@ def cmd_forecast(args) -> int:
         context_length=args.context_length,
         batch_size=args.batch_size,
         device=args.device,
+        dtype=args.dtype,
         fill_gaps=args.fill_gaps,
         min_length=args.min_length,
         nixtla_names=args.nixtla_names,

@@ -4,34 +4,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.01, *[round(0.05 * i, 2) for i in range(1, 20)], 0.99)
 
 
+# Fields older checkpoints carry that no model reads: "dropout" was saved but never applied.
+RETIRED_FIELDS = ("dropout",)
+
+
 @dataclass
 class TSMojoConfig:
     """Hyperparameters of :class:`tsmojo.model.TSMojoModel`.
 
-    Lengths ``window``, ``chunk_size`` and ``memory_size`` count patches, not time steps.
+    Lengths ``window``, ``chunk_size``, ``memory_size`` and ``rotary_max_period`` count patches;
+    ``context_length``, ``max_context_length`` and ``scale_window`` count time steps.
+
+    Length generalisation: ``rotary_max_period`` bounds every rotary period by a distance that
+    training contexts cover many times over, so no query-key distance (a memory token thousands
+    of patches back included) ever shows a rotary phase unseen in training. ``scale_window`` sets
+    the scaling on the recent past, so a long history does not squeeze the dynamics near the
+    forecast.
     """
 
-    patch_size: int = 16
-    d_model: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    d_ff: int = 512
-    ssm_state: int = 32
-    window: int = 16
-    chunk_size: int = 16
-    memory_topk: int = 2
-    memory_size: int = 16
-    max_output_patches: int = 4
-    context_length: int = 2048
-    quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)
-    innovation_loss_weight: float = 0.1
-    dropout: float = 0.0
+    patch_size: int = 16  # time steps per patch token
+    d_model: int = 128  # width of the residual stream
+    num_layers: int = 4  # B'MOJO blocks
+    num_heads: int = 4  # heads of the time mixing and of group attention
+    d_ff: int = 512  # hidden width of the feed-forward block and of the embedding and head MLPs
+    ssm_state: int = 32  # state size of the SSD scan (fading memory)
+    window: int = 16  # sliding-window length; the fading band covers the `window` patches before it
+    chunk_size: int = 16  # SSD chunk, and the query chunk that shares one eidetic memory
+    memory_topk: int = 2  # most surprising tokens each chunk adds to the eidetic memory
+    memory_size: int = 16  # eidetic-memory slots each query chunk reads
+    max_output_patches: int = 4  # patches the head emits per forward pass
+    context_length: int = 2048  # default context in time steps when the caller gives none
+    max_context_length: int = 16384  # longest context the API feeds the model; longer ones are cut
+    scale_window: int = 512  # time steps at the end of the context that set location and scale (0: all)
+    rotary_max_period: float | None = 32.0  # longest rotary period in patches (None: base-10000 rotary)
+    quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
+    innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -39,7 +53,13 @@ class TSMojoConfig:
             raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
         if any(not 0.0 < q < 1.0 for q in self.quantiles) or list(self.quantiles) != sorted(self.quantiles):
             raise ValueError(f"quantiles must be increasing and inside (0, 1), got {self.quantiles}")
-        for name in ("patch_size", "window", "chunk_size", "max_output_patches"):
+        if self.context_length > self.max_context_length:
+            raise ValueError(
+                f"context_length={self.context_length} exceeds max_context_length={self.max_context_length}"
+            )
+        if self.rotary_max_period is not None and self.rotary_max_period <= 2 * math.pi:
+            raise ValueError(f"rotary_max_period must exceed 2*pi patches, got {self.rotary_max_period}")
+        for name in ("patch_size", "window", "chunk_size", "max_output_patches", "context_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -64,6 +84,7 @@ class TSMojoConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TSMojoConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown TSMojoConfig fields: {sorted(unknown)}")

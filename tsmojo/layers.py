@@ -37,12 +37,25 @@ class ResidualMLP(nn.Module):
         return self.out(F.silu(self.hidden(x))) + self.skip(x)
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def rotary_frequencies(half: int, max_period: float | None, device: torch.device) -> torch.Tensor:
+    """Angular frequencies (half,) of the rotary embedding.
+
+    ``None``: the usual base-10000 ladder, whose slow rotations reach phases at long distances
+    that short training contexts never showed. A ``max_period`` spreads the periods
+    geometrically from 2*pi to ``max_period`` tokens instead, so every query-key distance shows
+    phases that training saw."""
+    steps = torch.arange(half, device=device, dtype=torch.float32)
+    if max_period is None:
+        return 10000.0 ** (-steps / half)
+    return (2 * math.pi / max_period) ** (steps / max(half - 1, 1))
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, max_period: float | None = None) -> torch.Tensor:
     """Rotary position embedding of ``x`` (..., T, heads, dim) at integer ``positions`` (T,).
 
     Only offsets between query and key matter, so left padding never changes a result."""
     half = x.shape[-1] // 2
-    freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    freqs = rotary_frequencies(half, max_period, x.device)
     angles = positions.float()[:, None] * freqs[None, :]
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) as two full-width products: fewer passes
@@ -139,11 +152,12 @@ class BMojoTimeMixing(nn.Module):
         heads, head_dim = self.heads, self.head_dim
         query_weight, key_value_weight = self.qkv.weight.split([d, 2 * d])
         q = F.linear(u[:, output_from:], query_weight).view(batch, length - output_from, heads, head_dim)
-        q = rotary(q, positions[output_from:]).transpose(1, 2)
+        period = cfg.rotary_max_period
+        q = rotary(q, positions[output_from:], period).transpose(1, 2)
         k, v = F.linear(u, key_value_weight).view(batch, length, 2 * heads, head_dim).split(heads, dim=2)
         k_fade, v_fade = self.fade_kv(fading).view(batch, length, 2 * heads, head_dim).split(heads, dim=2)
-        k, v = rotary(k, positions).transpose(1, 2), v.transpose(1, 2)
-        k_fade, v_fade = rotary(k_fade, positions).transpose(1, 2), v_fade.transpose(1, 2)
+        k, v = rotary(k, positions, period).transpose(1, 2), v.transpose(1, 2)
+        k_fade, v_fade = rotary(k_fade, positions, period).transpose(1, 2), v_fade.transpose(1, 2)
         mixed = bmojo_attention(
             q, k, v, k_fade, v_fade, sequence_valid, memory_index, cfg.window, cfg.chunk_size, query_start=output_from
         )

@@ -87,9 +87,14 @@ class TSMojoLightningModule(pl.LightningModule):
         self.log("train_quantile_loss", quantile_loss, batch_size=size)
         return loss
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Batches without a ``case`` log ``val_loss`` and ``val_wql``; a batch of a named
+        validation case logs ``val_loss/<case>``."""
         _, quantile_loss = batch_loss(self.model, batch)
         size = batch["context"].shape[0]
+        if "case" in batch:
+            self.log(f"val_loss/{batch['case']}", quantile_loss, batch_size=size, sync_dist=True)
+            return
         self.log("val_loss", quantile_loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log("val_wql", weighted_quantile_loss(self.model, batch), batch_size=size, sync_dist=True)
 

@@ -46,6 +46,11 @@ def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
     return [rows.to(group_ids.device) for rows in passes]
 
 
+def full_precision(device: torch.device):
+    """Turns autocast off: the embedding and the head run in float32 inside a bf16 forward."""
+    return torch.autocast(device.type, enabled=False)
+
+
 @dataclass
 class TSMojoOutput:
     """quantiles: (batch, steps, num_quantiles) in the data's units. loss: training loss or None."""
@@ -86,9 +91,23 @@ class TSMojoModel(nn.Module):
         self.register_buffer("quantile_levels", torch.tensor(config.quantiles), persistent=False)
 
     # -- scaling ---------------------------------------------------------------------------
+    def scale_stats(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """NaN-aware per-row location and scale, (B, 1) each, of the last ``scale_window`` steps
+        (of the whole context when that window holds no observation)."""
+        window = self.config.scale_window
+        if window and context.shape[1] > window:
+            recent = context[:, -window:]
+            loc, scale = self.nan_aware_stats(recent)
+            empty = torch.isnan(recent).all(-1, keepdim=True)
+            if bool(empty.any()):
+                whole_loc, whole_scale = self.nan_aware_stats(context)
+                loc, scale = torch.where(empty, whole_loc, loc), torch.where(empty, whole_scale, scale)
+            return loc, scale
+        return self.nan_aware_stats(context)
+
     @staticmethod
-    def scale_stats(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """NaN-aware per-row location and scale, (B, 1) each."""
+    def nan_aware_stats(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of each row's observed values, (B, 1) each."""
         observed = ~torch.isnan(context)
         count = observed.sum(-1, keepdim=True)
         filled = torch.where(observed, context, torch.zeros_like(context))
@@ -156,7 +175,8 @@ class TSMojoModel(nn.Module):
             )
         patches = torch.cat([scaled, future], dim=1).view(batch, num_context + num_future, p)
         present = ~torch.isnan(patches)
-        tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
+        with full_precision(device):  # bf16 would round the scaled inputs to 3 significant digits
+            tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
         tokens = tokens + self.role_embedding(roles)[:, None, :]
         context_tokens, future_tokens = tokens.split([num_context, num_future], dim=1)
         register = self.register_token.expand(batch, 1, -1)
@@ -176,7 +196,8 @@ class TSMojoModel(nn.Module):
             output_from = num_context + 1 if index == len(self.blocks) - 1 else 0
             x, innovation_loss = block_module(x, sequence_valid, memory_candidate, observed, layout, output_from)
             innovation_losses.append(innovation_loss)
-        out = self.head(self.final_norm(x[:, -num_future:]))
+        with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
+            out = self.head(self.final_norm(x[:, -num_future:].float()))
         prediction = out.view(batch, horizon, len(cfg.quantiles))
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
@@ -217,7 +238,7 @@ class TSMojoModel(nn.Module):
         device = context.device
         group_ids = torch.arange(batch, device=device) if group_ids is None else group_ids.to(device)
         roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device)
-        context = context.float()[:, -cfg.context_length :]
+        context = context.float()[:, -cfg.max_context_length :]
         if future_covariates is not None:
             future_covariates = future_covariates.float().to(device)
             future_covariates = F.pad(
@@ -253,7 +274,7 @@ class TSMojoModel(nn.Module):
             num_patches = min(cfg.max_output_patches, -(-remaining // cfg.patch_size))
             step = min(remaining, num_patches * cfg.patch_size)
             window = None if future_covariates is None else future_covariates[:, done:]
-            quantiles = self(context[:, -cfg.context_length :], group_ids, roles, window, num_patches).quantiles
+            quantiles = self(context[:, -cfg.max_context_length :], group_ids, roles, window, num_patches).quantiles
             quantiles = quantiles[:, :step].sort(dim=-1).values
             pieces.append(quantiles)
             done += step

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, TSMojoModel
+from tsmojo.hardware import autocast, resolve_device, resolve_dtype
 from tsmojo.validation import (
     FREQ_ATTR,
     SeriesError,
@@ -249,12 +250,6 @@ def mean_weights(levels: Sequence[float]) -> np.ndarray:
 # -- the pipeline --------------------------------------------------------------------------------
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class TSMojoPipeline:
     """Zero-shot forecasting (and fine-tuning) with a :class:`TSMojoModel`.
 
@@ -264,9 +259,10 @@ class TSMojoPipeline:
         quantiles, mean = pipeline.predict([np.sin(np.arange(200) / 5)], prediction_length=24)
     """
 
-    def __init__(self, model: TSMojoModel, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: TSMojoModel, dtype: str | torch.dtype = "auto") -> None:
         self.model = model.eval()
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device)
+        self._warned_context = False
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -274,14 +270,17 @@ class TSMojoPipeline:
         cls,
         name_or_path: str | Path = "tsmojo-mini",
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: str | torch.dtype = "auto",
     ) -> TSMojoPipeline:
         """Load a bundled model by name (``"tsmojo-mini"``) or a directory holding ``config.json``
         and ``model.safetensors``.
 
         ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when available).
-        ``dtype``: compute precision. Weights stay float32; ``torch.bfloat16``/``torch.float16``
-        run the forward pass under ``torch.autocast``.
+        ``dtype``: compute precision. ``"auto"`` (default) picks bfloat16 where the device runs it
+        natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16) and float32 elsewhere;
+        ``torch.float32`` / ``"float32"`` or ``torch.bfloat16`` / ``"bfloat16"`` force one. Weights
+        stay float32; bfloat16 runs the encoder under ``torch.autocast``
+        (``tsmojo.precision``).
         """
         path = Path(name_or_path)
         if not path.is_dir():
@@ -290,7 +289,7 @@ class TSMojoPipeline:
                 names = sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir()) if BUNDLED_DIR.is_dir() else []
                 raise FileNotFoundError(f"{name_or_path!r} is neither a directory nor a bundled model {names}")
             path = bundled
-        model = TSMojoModel.from_pretrained(path, device=_resolve_device(device))
+        model = TSMojoModel.from_pretrained(path, device=resolve_device(device))
         return cls(model, dtype=dtype)
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -305,10 +304,26 @@ class TSMojoPipeline:
     def model_quantile_levels(self) -> tuple[float, ...]:
         return tuple(self.model.config.quantiles)
 
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+    def resolve_context_length(self, context_length: int | None) -> int:
+        """The context, in time steps, that a call uses: ``context_length`` when given, else the
+        model's default; more than the model's ``max_context_length`` is cut to it, with a
+        warning (once per pipeline) that says what was used."""
+        config = self.model.config
+        if context_length is None:
+            return config.context_length
+        context_length = int(context_length)
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        if context_length > config.max_context_length:
+            if not self._warned_context:
+                warnings.warn(
+                    f"context_length={context_length} exceeds this model's maximum of {config.max_context_length} "
+                    f"points: the last {config.max_context_length} points of each series are used",
+                    stacklevel=3,
+                )
+                self._warned_context = True
+            return config.max_context_length
+        return context_length
 
     # -- core --------------------------------------------------------------------------------
     def _forecast_tasks(
@@ -324,10 +339,7 @@ class TSMojoPipeline:
             raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        max_context = self.model.config.context_length
-        context_length = max_context if context_length is None else min(int(context_length), max_context)
-        if context_length < 1:
-            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        context_length = self.resolve_context_length(context_length)
         for i, task in enumerate(tasks):
             given = task.known_future.shape[1]
             if task.known.shape[0] and given < prediction_length:
@@ -365,7 +377,7 @@ class TSMojoPipeline:
                 [np.pad(c, ((0, 0), (width - c.shape[1], 0)), constant_values=np.nan) for c in contexts]
             )
             device = self.device
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), autocast(device, self.dtype):
                 quantiles = self.model.forecast(
                     torch.as_tensor(context, dtype=torch.float32, device=device),
                     prediction_length,
@@ -426,8 +438,8 @@ class TSMojoPipeline:
                 two neighbouring levels; levels below 0.01 / above 0.99 get the 0.01 / 0.99 values.
             batch_size: most rows (targets + covariates) per forward pass; a task is never split.
                 Ignored with ``cross_learning=True`` (everything is one forward pass).
-            context_length: use only the last ``context_length`` points (default and maximum:
-                ``model.config.context_length``).
+            context_length: use the last ``context_length`` points of each series (default: the
+                model's ``context_length``; at most its ``max_context_length``, with a warning).
             cross_learning: False (default): every task is its own group, so a forecast never
                 depends on the other tasks of the call. True: all tasks form a single group and
                 share information.
@@ -650,7 +662,7 @@ class TSMojoPipeline:
         )
         model = copy.deepcopy(self.model).float().train()
         config = model.config
-        context_length = min(context_length or config.context_length, config.context_length)
+        context_length = min(context_length or config.context_length, config.max_context_length)
         warmup_steps = max(1, num_steps // 10) if warmup_steps is None else warmup_steps
         module = TSMojoLightningModule(
             model,

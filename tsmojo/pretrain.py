@@ -30,10 +30,11 @@ import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
 from tsmojo.config import TSMojoConfig
-from tsmojo.data.real import load_pretrain_series
-from tsmojo.data.tasks import TaskSampler
+from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
+from tsmojo.data.tasks import TaskMix, TaskSampler
 from tsmojo.lightning_module import TSMojoLightningModule
 from tsmojo.model import TSMojoModel
+from tsmojo.hardware import default_precision
 
 
 @dataclass
@@ -45,7 +46,13 @@ class PretrainConfig:
     horizon: int = 64
     tokens_per_batch: int = 9000  # batch size adapts to the context length to keep step cost flat
     max_batch_size: int = 512
-    short_curriculum_steps: int = 1500  # contexts up to 512 first, up to 1024 afterwards
+    # Context lengths (time steps) by stage: each entry {until: step, lengths: [...], weights: [...]}
+    # applies to steps before `until`; the last entry applies to every later step.
+    context_curriculum: list = field(default_factory=lambda: [
+        {"until": 1500, "lengths": [64, 128, 256, 512], "weights": [0.15, 0.25, 0.3, 0.3]},
+        {"until": 4000, "lengths": [128, 256, 512, 1024, 2048], "weights": [0.1, 0.2, 0.3, 0.25, 0.15]},
+        {"until": 0, "lengths": [256, 512, 1024, 2048, 4096, 8192], "weights": [0.1, 0.2, 0.25, 0.2, 0.15, 0.1]},
+    ])  # fmt: skip
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 300
@@ -63,40 +70,96 @@ class PretrainConfig:
 
 
 def context_length_for(step: int, rng: np.random.Generator, config: PretrainConfig) -> int:
-    """Curriculum: short contexts early, long ones later (as Chronos-2 does)."""
-    if step < config.short_curriculum_steps:
-        return int(rng.choice([64, 128, 256, 512], p=[0.15, 0.25, 0.3, 0.3]))
-    return int(rng.choice([128, 256, 512, 1024], p=[0.15, 0.25, 0.35, 0.25]))
+    """Curriculum: short contexts early, long ones later (as Chronos-2 does). Batches shrink as
+    contexts grow (``tokens_per_batch``), and the linear-cost blocks keep a long-context step's
+    cost per token flat, so the late stages reach 8,192 points at the price of shorter ones."""
+    stages = config.context_curriculum
+    stage = next((s for s in stages[:-1] if step < s["until"]), stages[-1])
+    weights = np.asarray(stage["weights"], dtype=float)
+    return int(rng.choice(stage["lengths"], p=weights / weights.sum()))
 
 
 class PretrainStream(IterableDataset):
     """Endless stream of batches; batch ``i`` depends only on (seed, i), so runs are reproducible
-    and a resumed run continues the sequence instead of repeating it."""
+    and a resumed run continues the sequence instead of repeating it. Under data parallelism,
+    rank ``r`` of ``w`` takes batches ``i * w + r``: disjoint parts of the same stream."""
 
-    def __init__(self, sampler: TaskSampler, config: PretrainConfig, patch_size: int, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        sampler: TaskSampler,
+        config: PretrainConfig,
+        patch_size: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.sampler, self.config, self.patch_size, self.start_step = sampler, config, patch_size, start_step
+        self.rank, self.world_size = rank, world_size
 
     def batch(self, index: int) -> dict:
         rng = np.random.default_rng([self.config.seed, index])
-        context_length = context_length_for(index, rng, self.config)
+        context_length = context_length_for(index // self.world_size, rng, self.config)
         tokens = context_length // self.patch_size + 1 + math.ceil(self.config.horizon / self.patch_size)
         batch_size = min(self.config.max_batch_size, max(16, self.config.tokens_per_batch // tokens))
         return self.sampler.sample(rng, batch_size, context_length, self.config.horizon)
 
     def __iter__(self):
-        index = self.start_step
+        step = self.start_step
         while True:
-            yield self.batch(index)
-            index += 1
+            yield self.batch(step * self.world_size + self.rank)
+            step += 1
+
+
+def validation_cases(config: PretrainConfig) -> dict[str, tuple[TaskMix, int]]:
+    """Held-out synthetic cases the training log tracks apart, as (task mix, context length):
+    exact periodic copies, flat endings after motion, long contexts, and energy and weather
+    covariate tasks."""
+    plain = dict(real_share=0.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
+    return {
+        "periodic": (TaskMix(generator_weights={"periodic_pattern": 1.0}, **plain), 1024),
+        "flat_ending": (TaskMix(generator_weights={"flat_ending": 1.0}, **plain), 512),
+        "long_context": (TaskMix(), 4096),
+        "covariates": (
+            TaskMix(**{**plain, "group_row_share": 1.0}, group_task_weights=(0, 0, 0, 0.5, 0.5, 0)),
+            2048,
+        ),
+    }
 
 
 def validation_batches(sampler: TaskSampler, config: PretrainConfig) -> list[dict]:
-    """Held-out synthetic batches (a seed no training batch uses), context 512."""
+    """Held-out batches, from seeds no training batch uses: ``config.validation_batches`` of the
+    training mix at context 512 (logged as ``val_loss``), then one batch per validation case
+    (``val_loss/<case>``)."""
     batches = []
     for i in range(config.validation_batches):
         rng = np.random.default_rng([10_000 + config.seed, i])
         batches.append(sampler.sample(rng, 128, 512, config.horizon))
+    longest = max(max(stage["lengths"]) for stage in config.context_curriculum)
+    for i, (name, (mix, context_length)) in enumerate(validation_cases(config).items()):
+        context_length = min(context_length, longest)
+        rng = np.random.default_rng([20_000 + config.seed, i])
+        case_sampler = TaskSampler(sampler.real_series, mix, sampler.real_panels)
+        size = max(16, min(128, config.tokens_per_batch * 4 // (context_length // 16 + 5)))
+        batches.append({**case_sampler.sample(rng, size, context_length, config.horizon), "case": name})
     return batches
+
+
+class PretrainData(pl.LightningDataModule):
+    """The training stream and the validation batches. Built when the trainer knows its rank,
+    so every DDP process draws its own part of the stream."""
+
+    def __init__(self, sampler: TaskSampler, config: PretrainConfig, patch_size: int, start_step: int) -> None:
+        super().__init__()
+        self.sampler, self.config, self.patch_size, self.start_step = sampler, config, patch_size, start_step
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        stream = PretrainStream(self.sampler, self.config, self.patch_size, self.start_step, rank, world_size)
+        # One worker builds batches while the step runs: data never waits on the model or back.
+        return DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True, prefetch_factor=4)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(validation_batches(self.sampler, self.config), batch_size=None)
 
 
 class ThroughputAndExport(pl.Callback):
@@ -110,16 +173,21 @@ class ThroughputAndExport(pl.Callback):
         self.window_start, self.window_series = time.time(), 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        size = int(batch["context"].shape[0])
-        self.series += size
-        self.window_series += size
+        size = torch.tensor(float(batch["context"].shape[0]))
+        if trainer.world_size > 1:  # every rank counts every rank's series, and stops together
+            size = trainer.strategy.reduce(size, reduce_op="sum")
+        self.series += int(size)
+        self.window_series += int(size)
         if trainer.global_step % 20 == 0:
             now = time.time()
             module.log("series_per_second", self.window_series / max(now - self.window_start, 1e-9))
             self.window_start, self.window_series = now, 0
         if time.time() - self.last_export > self.export_seconds:
             self.export(trainer, module)
-        if self.max_seconds is not None and time.time() - self.start > self.max_seconds:
+        out_of_time = self.max_seconds is not None and time.time() - self.start > self.max_seconds
+        if trainer.world_size > 1:
+            out_of_time = trainer.strategy.reduce_boolean_decision(out_of_time, all=False)
+        if out_of_time:
             trainer.should_stop = True
 
     def on_train_end(self, trainer, module) -> None:
@@ -127,6 +195,8 @@ class ThroughputAndExport(pl.Callback):
 
     def export(self, trainer, module) -> None:
         self.last_export = time.time()
+        if not trainer.is_global_zero:
+            return
         module.model.save_pretrained(self.export_dir)
         elapsed = time.time() - self.start
         summary = dict(self.summary)
@@ -134,7 +204,7 @@ class ThroughputAndExport(pl.Callback):
         summary["series_seen_total"] = summary.get("series_seen_total", 0) + self.series
         summary["wall_seconds_total"] = summary.get("wall_seconds_total", 0.0) + elapsed
         # Each run adds its own thread count: runs resumed with other settings must not rescale the past.
-        summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * torch.get_num_threads()
+        summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * torch.get_num_threads() * trainer.world_size
         summary["series_per_second_this_run"] = self.series / max(elapsed, 1e-9)
         (self.export_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -172,6 +242,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="start from the weights of this model directory with a fresh optimizer and LR schedule; "
         "the data stream continues after the steps that model was trained for",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        help="Lightning precision (default: bf16-mixed where the CPU or GPU has native bf16, else 32-true)",
+    )
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="where the steps run")
+    parser.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node; >1 runs DDP")
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes of a multi-node DDP run (torchrun, SLURM)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--tiny", action="store_true", help="a tiny model and batches, for smoke tests")
     return parser
@@ -191,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         config.tokens_per_batch, config.max_batch_size, config.horizon = 200, 16, 16
         config.validation_batches, config.validation_every, config.use_real_series = 1, 5, False
         config.log_every = 1
+        config.context_curriculum = [{"until": 0, "lengths": [64, 128, 256], "weights": [0.4, 0.4, 0.2]}]
     torch.set_num_threads(config.threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)
 
@@ -205,10 +284,15 @@ def main(argv: list[str] | None = None) -> int:
 
     carried: dict = {}  # totals of earlier runs: from this run's last export, or from the --init-from model
     if args.init_from:
-        model = TSMojoModel.from_pretrained(args.init_from).train()  # loaded for inference, in eval mode
-        clash = {k: v for k, v in config.model.items() if getattr(model.config, k) != v}
-        if clash:
-            raise SystemExit(f"--init-from: {args.init_from} does not have the configured model settings {clash}")
+        loaded = TSMojoModel.from_pretrained(args.init_from)
+        # Settings that leave every weight's shape alone (scaling window, rotary periods, context
+        # limits, memory sizes) may change with the new schedule; a shape change cannot load.
+        model = TSMojoModel(TSMojoConfig.from_dict({**loaded.config.to_dict(), **config.model}))
+        try:
+            model.load_state_dict(loaded.state_dict())
+        except RuntimeError as error:
+            raise SystemExit(f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}")
+        model.train()
         source = _read_summary(args.init_from)
         carried = {"steps_before": int(source.get("steps", 0)), "init_from": str(args.init_from),
                    **{k: source[k] for k in _TOTALS if k in source}}
@@ -217,36 +301,43 @@ def main(argv: list[str] | None = None) -> int:
     module = TSMojoLightningModule(model, config.learning_rate, config.weight_decay, config.warmup_steps,
                                    config.max_steps)
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
-    sampler = TaskSampler(real)
+    panels = load_pretrain_panels() if config.use_real_series else []
+    sampler = TaskSampler(real, real_panels=panels)
     start_step = 0
     if args.resume:
         start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
         previous = _read_summary(export_dir)
         carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
     summary: dict = {"parameters": sum(p.numel() for p in model.parameters()), "seed": config.seed,
-                     "real_series": len(real), "pretrain_config": dataclasses.asdict(config), **carried}
-    stream = PretrainStream(sampler, config, model.config.patch_size, carried.get("steps_before", 0) + start_step)
-    train_loader = DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True,
-                              prefetch_factor=4)
-    val_loader = DataLoader(validation_batches(sampler, config), batch_size=None)
+                     "real_series": len(real), "real_panels": len(panels), "pretrain_config": dataclasses.asdict(config), **carried}
+    stream_start = carried.get("steps_before", 0) + start_step
+    data = PretrainData(sampler, config, model.config.patch_size, stream_start)
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    precision = args.precision or default_precision(device)
+    summary["precision"] = precision
 
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0,
                                               train_time_interval=timedelta(minutes=config.checkpoint_minutes))
     exporter = ThroughputAndExport(export_dir, args.max_time, config.checkpoint_minutes, summary)
+    distributed = args.devices * args.num_nodes > 1
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=config.max_steps, max_epochs=-1,
+        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+        strategy="ddp" if distributed else "auto", precision=precision,
+        max_steps=config.max_steps, max_epochs=-1,
         val_check_interval=config.validation_every, check_val_every_n_epoch=None,
         logger=pl.loggers.CSVLogger(run_dir, name="logs", version=f"from_step_{start_step}"),
         callbacks=[checkpoint, exporter], enable_progress_bar=False, gradient_clip_val=1.0,
         log_every_n_steps=config.log_every, num_sanity_val_steps=0, deterministic=False,
+        use_distributed_sampler=False,
     )
     started = time.time()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if args.resume else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if args.resume else None)
     checkpoint_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(checkpoint_path)
-    print(f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
-          f"({exporter.series / max(time.time() - started, 1e-9):.1f} series/s); model -> {export_dir}; "
-          f"checkpoint -> {checkpoint_path}")
+    if trainer.is_global_zero:
+        print(f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
+              f"({exporter.series / max(time.time() - started, 1e-9):.1f} series/s); model -> {export_dir}; "
+              f"checkpoint -> {checkpoint_path}")
     return 0
 
 

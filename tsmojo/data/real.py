@@ -46,3 +46,37 @@ def load_pretrain_series(root: Path | None = None, min_length: int = 24) -> list
             if np.isfinite(values).sum() >= min_length:
                 series.append(values)
     return series
+
+
+def load_pretrain_panels(
+    root: Path | None = None, min_steps: int = 256, max_variables: int = 16
+) -> list[np.ndarray]:
+    """Aligned multivariate panels of the pretrain folder, as (variables, steps) float64 arrays.
+
+    Series of one dataset form a panel when they share a timestamp grid: the variables of one
+    station or basin (ids ``site|variable``), or a dataset's series as a whole. Panels of more
+    than ``max_variables`` series are split in consecutive blocks; steps where no variable is
+    observed are dropped at the ends only, so the grid keeps its spacing.
+    """
+    panels: list[np.ndarray] = []
+    for path in pretrain_files(root):
+        frame = pd.read_parquet(path, columns=["unique_id", "ds", "y"])
+        ids = frame["unique_id"].astype(str)
+        site = ids.str.split("|", n=1).str[0].where(ids.str.contains("|", regex=False), "")
+        for _, members in frame.groupby(site.to_numpy(), sort=True):
+            if members["unique_id"].nunique() < 2:
+                continue
+            wide = members.pivot_table(index="ds", columns="unique_id", values="y", aggfunc="first", dropna=False)
+            wide = wide.sort_index()
+            values = wide.to_numpy(dtype=np.float64).T  # (variables, steps)
+            observed = np.isfinite(values).any(axis=0)
+            if observed.sum() < min_steps:
+                continue
+            first, last = np.flatnonzero(observed)[[0, -1]]
+            values = values[:, first : last + 1]
+            values = values[np.isfinite(values).sum(axis=1) >= min_steps]
+            for start in range(0, len(values), max_variables):
+                block = values[start : start + max_variables]
+                if len(block) >= 2:
+                    panels.append(block)
+    return panels

@@ -57,7 +57,7 @@ def _fourier_season(rng: np.random.Generator, period: np.ndarray, length: int, h
     return out * finite[:, None]
 
 
-def _smooth_noise(rng: np.random.Generator, n: int, length: int, lengthscale: np.ndarray) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, n: int, length: int, lengthscale: np.ndarray) -> np.ndarray:
     """Gaussian-process-like smooth curves with an RBF spectrum, via random Fourier features."""
     features = 24
     t = np.arange(length)[None, None, :]
@@ -114,8 +114,8 @@ def kernel_composition(rng: np.random.Generator, n: int, length: int) -> np.ndar
         period = np.where(np.isfinite(primary), primary, rng.uniform(4, max(5.0, length / 2), n))
         makers = {
             0: lambda: _fourier_season(rng, period, length),
-            1: lambda: _smooth_noise(rng, n, length, lengthscale),
-            2: lambda: 0.5 * (_smooth_noise(rng, n, length, lengthscale) + _smooth_noise(rng, n, length, rq_scale)),
+            1: lambda: smooth_noise(rng, n, length, lengthscale),
+            2: lambda: 0.5 * (smooth_noise(rng, n, length, lengthscale) + smooth_noise(rng, n, length, rq_scale)),
             3: lambda: rng.normal(size=(n, 1)) * (t - rng.uniform(0, 1, (n, 1))) * 3,
             4: lambda: rng.normal(size=(n, length)) * 0.3,
             5: lambda: np.ones((n, length)) * rng.normal(size=(n, 1)),
@@ -204,13 +204,70 @@ def random_walk_shifts(rng: np.random.Generator, n: int, length: int) -> np.ndar
 
 def intermittent(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     """Intermittent and count demand: a smooth (often seasonal) rate, zero-inflated Poisson counts."""
-    log_rate = 0.6 * _smooth_noise(rng, n, length, np.full(n, length / 8.0))
+    log_rate = 0.6 * smooth_noise(rng, n, length, np.full(n, length / 8.0))
     primary, _ = _sample_periods(rng, n, length)
     log_rate += rng.uniform(0, 1, (n, 1)) * _fourier_season(rng, primary, length)
     rate = np.exp(log_rate + rng.uniform(-1.5, 3.0, (n, 1)))
     demand = rng.poisson(rate).astype(float)
     occurs = rng.random((n, length)) < rng.uniform(0.1, 1.0, (n, 1))
     return demand * occurs
+
+
+# Whole-step periods of calendar cycles (and their multiples) that real data repeats exactly.
+INTEGER_PERIODS = (4, 7, 12, 24, 48, 52, 96, 168, 336)
+
+
+def _repeating_shape(rng: np.random.Generator, period: int) -> np.ndarray:
+    """One cycle of a repeating profile: smooth, spiky (rush hours) or on/off (opening hours)."""
+    kind = rng.integers(3)
+    if kind == 0:
+        shape = np.cumsum(rng.normal(size=period))
+        shape = shape - np.linspace(0, shape[-1] - shape[0], period)  # closes the cycle smoothly
+    elif kind == 1:
+        shape = np.zeros(period)
+        for _ in range(rng.integers(1, 4)):
+            centre, width = rng.uniform(0, period), rng.uniform(0.5, max(1.0, period / 6))
+            distance = np.minimum(np.abs(np.arange(period) - centre), period - np.abs(np.arange(period) - centre))
+            shape += rng.uniform(0.5, 2) * np.exp(-0.5 * (distance / width) ** 2)
+    else:
+        start, stop = np.sort(rng.integers(0, period + 1, 2))
+        shape = ((np.arange(period) >= start) & (np.arange(period) < max(stop, start + 1))).astype(float)
+    return (shape - shape.mean()) / (shape.std() + 1e-8)
+
+
+def periodic_pattern(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """A cycle repeated almost verbatim (hourly load, traffic, sensors): the case where copying
+    the last period beats any smooth fit. Some series carry a weekly factor on a daily cycle
+    (24 and 168 steps, 7 and 365 days), a slowly drifting level and amplitude, and little noise."""
+    out = np.empty((n, length))
+    t = np.arange(length)
+    for i in range(n):
+        candidates = [p for p in INTEGER_PERIODS if 2.5 * p <= length]
+        period = int(rng.choice(candidates)) if candidates and rng.random() < 0.8 else int(rng.integers(2, 40))
+        series = np.resize(_repeating_shape(rng, period), length)
+        if rng.random() < 0.5:  # a slower cycle modulating the fast one: weekdays against weekends
+            slow = period * int(rng.choice([7, 4, 12])) if period <= 48 else period * 2
+            if 1.5 * slow <= length:
+                factor = np.resize(np.exp(0.3 * rng.normal(size=slow // period)), length // period + 1)
+                series = series * np.repeat(factor, period)[:length] + 0.5 * np.resize(
+                    _repeating_shape(rng, slow), length
+                ) * rng.uniform(0, 1)
+        drift = np.cumsum(rng.normal(size=length)) * rng.uniform(0, 0.02)
+        amplitude = np.exp(np.cumsum(rng.normal(size=length)) * rng.uniform(0, 0.005))
+        noise = rng.normal(size=length) * rng.uniform(0.0, 0.15)
+        out[i] = 3.0 + drift + amplitude * series + noise + rng.normal() * t / length * (rng.random() < 0.3)
+    return out
+
+
+def flat_ending(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Trending or seasonal histories that go flat and stay flat (a saturated or discontinued
+    series): the forecast must start at the last value, not continue the earlier motion."""
+    base = np.where(rng.random((n, 1)) < 0.5, random_walk_shifts(rng, n, length), seasonal_trend(rng, n, length))
+    stop = (length * rng.uniform(0.5, 0.9, n)).astype(int)
+    after = np.arange(length)[None, :] >= stop[:, None]
+    level = base[np.arange(n), stop][:, None]
+    jitter = rng.normal(size=(n, length)) * np.abs(level) * rng.uniform(0, 0.002, (n, 1))
+    return np.where(after, level + jitter, base)
 
 
 GENERATORS: dict[str, Generator] = {
@@ -220,6 +277,8 @@ GENERATORS: dict[str, Generator] = {
     "arima": arima,
     "random_walk_shifts": random_walk_shifts,
     "intermittent": intermittent,
+    "periodic_pattern": periodic_pattern,
+    "flat_ending": flat_ending,
 }
 
 
@@ -234,5 +293,5 @@ def heteroscedastic_noise(rng: np.random.Generator, series: np.ndarray) -> np.nd
     """Noise whose scale follows the level or a slow random curve."""
     n, length = series.shape
     std = np.nanstd(series, axis=1, keepdims=True) + 1e-8
-    envelope = np.exp(0.7 * _smooth_noise(rng, n, length, np.full(n, length / 4.0)))
+    envelope = np.exp(0.7 * smooth_noise(rng, n, length, np.full(n, length / 4.0)))
     return series + rng.normal(size=series.shape) * envelope * std * rng.uniform(0.02, 0.3, (n, 1))

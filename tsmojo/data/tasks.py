@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tsmojo.data.synthetic import GENERATORS, add_outliers, heteroscedastic_noise, kernel_composition
+from tsmojo.data.synthetic import (
+    GENERATORS,
+    add_outliers,
+    heteroscedastic_noise,
+    kernel_composition,
+    periodic_pattern,
+    smooth_noise,
+)
 from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET
 
 
@@ -28,11 +35,16 @@ class TaskMix:
             "arima": 0.13,
             "random_walk_shifts": 0.1,
             "intermittent": 0.1,
+            "periodic_pattern": 0.15,
+            "flat_ending": 0.04,
         }
     )
     real_share: float = 0.15
     mixup_share: float = 0.15
     group_row_share: float = 0.3
+    # Shares of the group tasks: cotemporaneous, lead-lag, generic covariates, energy market,
+    # weather-driven demand, and real multivariate panels (when loaded).
+    group_task_weights: tuple[float, ...] = (0.15, 0.1, 0.2, 0.2, 0.15, 0.2)
     short_context_share: float = 0.25
     missing_share: float = 0.15
 
@@ -44,8 +56,14 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 class TaskSampler:
     """Draws pretraining batches of ``context_length + horizon`` points per row."""
 
-    def __init__(self, real_series: list[np.ndarray] | None = None, mix: TaskMix | None = None) -> None:
+    def __init__(
+        self,
+        real_series: list[np.ndarray] | None = None,
+        mix: TaskMix | None = None,
+        real_panels: list[np.ndarray] | None = None,
+    ) -> None:
         self.real_series = real_series or []
+        self.real_panels = real_panels or []  # (variables, steps) arrays of aligned real series
         self.mix = mix or TaskMix()
 
     # -- univariate ----------------------------------------------------------------------
@@ -130,9 +148,92 @@ class TaskSampler:
         rows = np.concatenate([target[None] * rng.uniform(1, 10) + rng.normal(0, 20), covariates])
         return rows, np.concatenate([[TARGET], roles])
 
+    def _known_forecast(self, rng: np.random.Generator, driver: np.ndarray) -> np.ndarray:
+        """A published forecast of ``driver``: the truth plus a smooth error, as load and weather
+        forecasts are."""
+        length = driver.shape[0]
+        error = smooth_noise(rng, 1, length, np.array([rng.uniform(5, 50)]))[0]
+        return driver + error * driver.std() * rng.uniform(0.0, 0.15)
+
+    def _energy_market(self, rng: np.random.Generator, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """An hourly-like electricity price driven by residual load (load minus wind and solar)
+        through a convex merit-order curve, with load and renewable forecasts as known covariates."""
+        day = int(rng.choice([24, 48, 96, 12]))
+        t = np.arange(length)
+        load = periodic_pattern(rng, 1, length)[0]
+        load = (load - load.mean()) / (load.std() + 1e-8)
+        solar = np.clip(np.sin(2 * np.pi * (t % day) / day - np.pi / 2), 0, None)
+        solar *= np.exp(0.5 * smooth_noise(rng, 1, length, np.array([day * 2.0]))[0])
+        wind = np.exp(smooth_noise(rng, 1, length, np.array([day * rng.uniform(0.5, 4)]))[0])
+        renewables = rng.uniform(0, 1.5) * solar + rng.uniform(0, 1.5) * wind
+        residual = load - renewables + rng.normal(0, 0.3)
+        curvature = rng.uniform(0.3, 1.5)
+        price = np.exp(curvature * residual) + rng.uniform(0, 0.5) * residual
+        spikes = (rng.random(length) < 0.003) * rng.exponential(5, length)
+        price = price + spikes + 0.05 * rng.normal(size=length) * price.std()
+        if rng.random() < 0.3:  # negative prices when renewables flood the market
+            price = price - rng.uniform(0, 1) * price.std()
+        drivers = [load, renewables, solar, wind][: max(1, size - 1)]
+        covariates = np.stack([self._known_forecast(rng, d) for d in drivers])
+        roles = np.full(len(drivers), FUTURE_COVARIATE)
+        target = price * rng.uniform(5, 50) + rng.normal(0, 10)
+        return np.concatenate([target[None], covariates * rng.uniform(1, 100, (len(drivers), 1))]), np.concatenate(
+            [[TARGET], roles]
+        )
+
+    def _weather_driven(self, rng: np.random.Generator, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Demand or a pollutant driven by temperature (heating and cooling degrees), humidity or
+        wind, and holidays, on top of its own daily and weekly profile."""
+        day = int(rng.choice([24, 48, 7, 1]))
+        t = np.arange(length)
+        year = 365.25 * (24 if day == 24 else 48 if day == 48 else 1)
+        temperature = 12 + 10 * np.sin(2 * np.pi * t / year + rng.uniform(0, 2 * np.pi)) + 3 * np.sin(
+            2 * np.pi * t / max(day, 2) - 2
+        ) * (day > 7) + 3 * smooth_noise(rng, 1, length, np.array([max(day, 3) * 2.0]))[0]
+        comfort = rng.uniform(15, 20)
+        effect = rng.uniform(0, 0.3) * np.clip(comfort - temperature, 0, None) + rng.uniform(0, 0.4) * np.clip(
+            temperature - comfort - 3, 0, None
+        )
+        covariates, roles = [temperature], [FUTURE_COVARIATE]
+        if size > 2:
+            wind = np.exp(smooth_noise(rng, 1, length, np.array([max(day, 3) * 1.5]))[0])
+            effect = effect - rng.uniform(0, 2) * wind  # dilutes pollutants, cools buildings
+            covariates.append(wind)
+            roles.append(FUTURE_COVARIATE)
+        if size > 3:
+            holidays = (rng.random(length // max(day, 1) + 1) < 0.03).repeat(max(day, 1))[:length].astype(float)
+            effect = effect - rng.uniform(0.5, 3) * holidays
+            covariates.append(holidays)
+            roles.append(FUTURE_COVARIATE)
+        profile = periodic_pattern(rng, 1, length)[0]
+        target = rng.uniform(0.2, 1) * (profile - profile.mean()) + effect + 0.1 * rng.normal(size=length)
+        rows = np.concatenate([target[None] * rng.uniform(1, 50) + rng.normal(0, 50), np.stack(covariates)])
+        return rows, np.concatenate([[TARGET], roles])
+
+    def _real_panel(self, rng: np.random.Generator, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """A window of a real multivariate panel (a station's pollutants and weather, a basin's
+        flow and rainfall): one variable is the target, others its covariates, as Chronos-2's
+        multivariate tasks over real data."""
+        panel = self.real_panels[rng.integers(len(self.real_panels))]
+        variables, steps = panel.shape
+        start = int(rng.integers(0, max(1, steps - length + 1)))
+        window = panel[:, start : start + length]
+        order = rng.permutation(variables)[: min(size, variables)]
+        rows = np.full((len(order), length), np.nan)
+        rows[:, length - window.shape[1] :] = window[order]
+        roles = np.where(rng.random(len(order) - 1) < 0.7, FUTURE_COVARIATE, PAST_COVARIATE)
+        return rows, np.concatenate([[TARGET], roles])
+
     def group_task(self, rng: np.random.Generator, length: int) -> tuple[np.ndarray, np.ndarray]:
         size = int(rng.integers(2, 7))
-        maker = (self._cotemporaneous, self._lead_lag, self._covariate)[rng.choice(3, p=[0.3, 0.25, 0.45])]
+        makers = [
+            self._cotemporaneous, self._lead_lag, self._covariate, self._energy_market, self._weather_driven,
+            self._real_panel,
+        ]  # fmt: skip
+        weights = np.array(self.mix.group_task_weights, dtype=float)
+        if not self.real_panels:
+            weights[5] = 0.0
+        maker = makers[rng.choice(len(makers), p=weights / weights.sum())]
         return maker(rng, size, length)
 
     # -- batches ---------------------------------------------------------------------------

@@ -13,13 +13,13 @@ from gluonts.model.forecast import Quantile, QuantileForecast
 from gluonts.model.predictor import Predictor
 
 from tsmojo.gluonts.dataset import entry_to_input
+from tsmojo.hardware import dtype_name
 from tsmojo.model import TSMojoModel
 from tsmojo.pipeline import TSMojoPipeline, _parse_task
 
 __all__ = ["TSMojoPredictor"]
 
 _PARAMS_FILE = "tsmojo-predictor.json"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TSMojoPredictor(Predictor):
@@ -33,6 +33,10 @@ class TSMojoPredictor(Predictor):
     ``predict`` yields one :class:`QuantileForecast` per entry, in order, with keys for every
     level in ``quantile_levels`` (default: the model's 21 levels 0.01, 0.05, ..., 0.95, 0.99,
     which include 0.1..0.9) plus ``"mean"``. For a (D, T) target the arrays are (keys, H, D).
+
+    ``context_length``: past points per series (default: the model's; at most its
+    ``max_context_length``). ``dtype``: ``"auto"`` (bfloat16 where the hardware runs it natively),
+    ``"float32"`` or ``"bfloat16"``; ignored when a ready pipeline is passed.
     """
 
     def __init__(
@@ -44,12 +48,13 @@ class TSMojoPredictor(Predictor):
         context_length: int | None = None,
         cross_learning: bool = False,
         device: str = "cpu",
+        dtype: str | torch.dtype = "auto",
     ) -> None:
         super().__init__(prediction_length=prediction_length)
         if isinstance(pipeline, TSMojoModel):
-            pipeline = TSMojoPipeline(pipeline)
+            pipeline = TSMojoPipeline(pipeline, dtype=dtype)
         elif not isinstance(pipeline, TSMojoPipeline):
-            pipeline = TSMojoPipeline.from_pretrained(pipeline, device=device)
+            pipeline = TSMojoPipeline.from_pretrained(pipeline, device=device, dtype=dtype)
         self.pipeline = pipeline
         model_levels = pipeline.model_quantile_levels
         levels = model_levels if quantile_levels is None else quantile_levels
@@ -112,14 +117,13 @@ class TSMojoPredictor(Predictor):
         path.mkdir(parents=True, exist_ok=True)
         super().serialize(path)
         self.pipeline.save_pretrained(path)
-        dtype = next(k for k, v in _DTYPES.items() if v == self.pipeline.dtype)
         params = {
             "prediction_length": self.prediction_length,
             "quantile_levels": list(self.quantile_levels),
             "batch_size": self.batch_size,
             "context_length": self.context_length,
             "cross_learning": self.cross_learning,
-            "dtype": dtype,
+            "dtype": dtype_name(self.pipeline.dtype),
         }
         (path / _PARAMS_FILE).write_text(json.dumps(params, indent=2))
 
@@ -129,6 +133,6 @@ class TSMojoPredictor(Predictor):
         ``gluonts.model.predictor.Predictor.deserialize``)."""
         path = Path(path)
         params = json.loads((path / _PARAMS_FILE).read_text())
-        dtype = _DTYPES[params.pop("dtype", "float32")]
+        dtype = params.pop("dtype", "float32")
         pipeline = TSMojoPipeline.from_pretrained(path, device=device or "cpu", dtype=dtype)
         return cls(pipeline, **params)

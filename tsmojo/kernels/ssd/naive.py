@@ -13,7 +13,12 @@ import torch
 def ssd_scan_naive(
     x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
 ) -> torch.Tensor:
-    """Run the scan one step at a time; O(T) sequential steps, for testing only."""
+    """Run the scan one step at a time in float32; O(T) sequential steps, for testing only."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _scan(x, dt, A, B, C)
+
+
+def _scan(x, dt, A, B, C):
     batch, length, heads, head_dim = x.shape
     state = x.new_zeros(batch, heads, head_dim, B.shape[-1], dtype=torch.float32)
     outputs = []

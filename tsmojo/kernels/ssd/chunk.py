@@ -23,7 +23,17 @@ def ssd_scan_chunked(
     C: torch.Tensor,
     chunk_size: int = 64,
 ) -> torch.Tensor:
-    """Chunked SSD scan. Same inputs and output as :func:`ssd_scan_naive`."""
+    """Chunked SSD scan. Same inputs and output as :func:`ssd_scan_naive`.
+
+    Runs in float32 whatever the input dtype, with autocast off: the decays are exponentials of
+    cumulative sums, and bf16's 8-bit mantissa loses them within a chunk. Its products are
+    (chunk x chunk) and (chunk x state), a small share of a model's matrix work.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return _scan(x, dt, A, B, C, chunk_size)
+
+
+def _scan(x, dt, A, B, C, chunk_size):
     batch, length, heads, head_dim = x.shape
     if length == 0:
         return x.new_zeros(x.shape)

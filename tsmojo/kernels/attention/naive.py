@@ -45,7 +45,12 @@ def bmojo_attention_naive(
     chunk_size: int,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Dense O(T^2) evaluation; for tests only."""
+    """Dense O(T^2) evaluation in float32 whatever the input dtype (autocast off); for tests only."""
+    with torch.autocast(q.device.type, enabled=False):
+        return _naive(q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+
+
+def _naive(q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale):
     length = q.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     positions = torch.arange(length, device=q.device)

@@ -1,6 +1,6 @@
 """Fused B'MOJO attention in Triton (FlashAttention style), forward and backward.
 
-Same semantics as :func:`tsmojo.kernels.bmojo_attention.naive.bmojo_attention_naive`: query ``i``
+Same semantics as :func:`tsmojo.kernels.attention.naive.bmojo_attention_naive`: query ``i``
 reads, in one softmax, the window keys ``k[j]`` for ``i - W < j <= i``, the fading-band keys
 ``k_fade[j]`` for ``i - 2W < j <= i - W`` and the memory keys ``k[m]`` for the slots
 ``m = memory_index[b, i // chunk_size, :]`` with ``0 <= m <= i - W``; only keys with

@@ -1,0 +1,67 @@
+"""Where and in what precision tsmojo runs: device and dtype choice, and autocast.
+
+Weights are always stored in float32. ``bfloat16`` runs the encoder's matrix products and
+attention under ``torch.autocast``; scaling, the SSM decays and state, softmax statistics, the
+patch embedding, the quantile head and the loss stay in float32 (see ``docs/precision.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Literal
+
+import torch
+
+DtypeChoice = Literal["auto", "float32", "bfloat16"]
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; anything else as ``torch.device`` reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` or ``"bfloat16"``: the name ``resolve_dtype`` reads back."""
+    return next(name for name, value in DTYPE_NAMES.items() if value == dtype)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bf16 matrix products run natively: CUDA GPUs that report bf16 support, and
+    CPUs with AVX512-BF16 or AMX tiles (elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 on a device with native bf16, float32 elsewhere. ``"float32"``,
+    ``"bfloat16"`` or a ``torch.dtype`` are taken as given."""
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    elif dtype == "auto":
+        chosen = torch.bfloat16 if native_bf16(device) else torch.float32
+    elif dtype in DTYPE_NAMES:
+        chosen = DTYPE_NAMES[dtype]
+    else:
+        raise ValueError(f"dtype must be 'auto', 'float32', 'bfloat16' or a torch.dtype, got {dtype!r}")
+    if chosen not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"tsmojo runs in float32 or bfloat16, got {chosen}")
+    return chosen
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """The context a forward pass runs in: nothing for float32, autocast for bfloat16."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def default_precision(device: torch.device) -> str:
+    """Lightning's precision name for training on ``device``: ``bf16-mixed`` with native bf16."""
+    return "bf16-mixed" if native_bf16(device) else "32-true"

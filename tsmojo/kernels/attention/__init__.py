@@ -1,0 +1,57 @@
+"""B'MOJO attention: sliding window, fading band and eidetic memory read in one softmax.
+``naive.py`` is the dense reference, ``chunk.py`` the chunked PyTorch path (CPU), ``triton.py``
+the fused GPU kernels (FlashAttention-style forward and backward)."""
+
+import torch
+import torch.nn.functional as F
+
+from ..dispatch import resolve_backend
+from .chunk import bmojo_attention_chunked
+from .naive import bmojo_attention_naive
+
+
+def bmojo_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_fade: torch.Tensor,
+    v_fade: torch.Tensor,
+    key_valid: torch.Tensor,
+    memory_index: torch.Tensor,
+    window: int,
+    chunk_size: int,
+    scale: float | None = None,
+    query_start: int = 0,
+) -> torch.Tensor:
+    """Window + fading-band + eidetic-memory attention in one softmax (semantics in ``naive.py``).
+
+    Args:
+        q: (batch, heads, T - query_start, dim) queries at positions ``query_start .. T - 1``.
+        k, v: (batch, heads, T, dim) token keys and values (window and memory reads).
+        k_fade, v_fade: (batch, heads, T, dim) keys and values of the SSM outputs (fading band).
+        key_valid: (batch, T) bool; False keys are never read.
+        memory_index: (batch, ceil(T / chunk_size), M) int64 token positions, -1 for an empty slot.
+        window: W, the window length; the fading band covers distances W .. 2W - 1.
+        chunk_size: query chunk that shares one memory.
+        scale: score scale, default ``dim ** -0.5``.
+        query_start: first query position.
+
+    Returns:
+        (batch, heads, T - query_start, dim) in the dtype of ``q``. Inputs may be float32 or
+        bfloat16: score products run in the input dtype, softmax statistics in float32.
+    """
+    backend = resolve_backend(q.device)
+    if backend == "torch":
+        args = (q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+        return bmojo_attention_chunked(*args, query_start=query_start)
+    # The naive and fused kernels run every query: zero queries stand in for the skipped ones.
+    all_queries = F.pad(q, (0, 0, query_start, 0)) if query_start else q  # no copy in the common case
+    args = (all_queries, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+    if backend == "naive":
+        return bmojo_attention_naive(*args)[:, :, query_start:]
+    from .triton import bmojo_attention_triton
+
+    return bmojo_attention_triton(*args)[:, :, query_start:]
+
+
+__all__ = ["bmojo_attention", "bmojo_attention_chunked", "bmojo_attention_naive"]
