@@ -27,9 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-EVAL_QUANTILES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+# The benchmark protocol scores the levels tsmojo returns by default.
+EVAL_QUANTILES: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
 
 
 @dataclass(frozen=True)

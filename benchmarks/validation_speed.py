@@ -1,4 +1,4 @@
-"""Cost of the input checks per series (``tsmojo.validation.validate_long_frame``), by frequency.
+"""Cost of the input checks per series (``tsmojo.frames.validate_long_frame``), by frequency.
 
 Every batch job validates its input before forecasting, so this cost adds to the model's. Fixed
 steps (hours, days) are checked by one constant-step test; calendar frequencies (months,
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from tsmojo.validation import validate_long_frame
+from tsmojo.frames import validate_long_frame
 
 FREQUENCIES = ("h", "D", "B", "W-SUN", "MS", "ME", "QS-DEC")
 

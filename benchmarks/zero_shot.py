@@ -70,16 +70,23 @@ SN_TOLERANCE = 1e-3
 # ----------------------------------------------------------------------------------------------
 # tsmojo through GluonTS
 # ----------------------------------------------------------------------------------------------
-def make_tsmojo_predictor(prediction_length: int, model_path: str | Path, batch_size: int):
-    """``TSMojoPredictor`` of ``tsmojo.gluonts`` (its default 21 quantile levels include 0.1..0.9)."""
+def make_tsmojo_predictor(
+    prediction_length: int, model_path: str | Path, batch_size: int, tsmojo_options: dict | None = None
+):
+    """``TSMojoPredictor`` of ``tsmojo.gluonts`` (its default 21 quantile levels include 0.1..0.9).
+    ``tsmojo_options``: further predictor arguments (``context_length``, ``dtype``)."""
     from tsmojo.gluonts import TSMojoPredictor
 
-    return TSMojoPredictor(str(model_path), prediction_length=prediction_length, batch_size=batch_size)
+    return TSMojoPredictor(
+        str(model_path), prediction_length=prediction_length, batch_size=batch_size, **(tsmojo_options or {})
+    )
 
 
-def tsmojo_forecasts(dataset: EvalDataset, model_path: str | Path, batch_size: int = 256) -> tuple[list, float]:
+def tsmojo_forecasts(
+    dataset: EvalDataset, model_path: str | Path, batch_size: int = 256, tsmojo_options: dict | None = None
+) -> tuple[list, float]:
     """Forecasts of the GluonTS predictor on the test windows and the seconds they took."""
-    predictor = make_tsmojo_predictor(dataset.prediction_length, model_path, batch_size)
+    predictor = make_tsmojo_predictor(dataset.prediction_length, model_path, batch_size, tsmojo_options)
     inputs = list(dataset.test_data().input)
     start = time.perf_counter()
     forecasts = list(predictor.predict(inputs))
@@ -102,6 +109,7 @@ def run_model(
     n_jobs: int = 2,
     stats_max_context: int = STATS_MAX_CONTEXT,
     cache_dir: str | Path | None = None,
+    tsmojo_options: dict | None = None,
 ) -> dict:
     """Forecast ``dataset`` with ``model`` and score it: a row of the results table.
 
@@ -114,7 +122,7 @@ def run_model(
         if cache.is_file():
             return json.loads(cache.read_text())
     if model == "tsmojo":
-        forecasts, seconds = tsmojo_forecasts(dataset, model_path, batch_size)
+        forecasts, seconds = tsmojo_forecasts(dataset, model_path, batch_size, tsmojo_options)
     else:
         start = time.perf_counter()
         if model == "seasonal_naive":
@@ -152,6 +160,7 @@ def evaluate(
     verbose: bool = True,
     cache_dir: str | Path | None = None,
     cached_only: Sequence[str] = (),
+    tsmojo_options: dict | None = None,
 ) -> pd.DataFrame:
     """Measured rows for every (dataset, model).
 
@@ -169,7 +178,9 @@ def evaluate(
                 if path is None or not path.is_file():
                     print(f"{dataset.name:20s} {model:15s} not cached: left out", flush=True)
                     continue
-            row = run_model(dataset, model, model_path, batch_size, n_jobs, stats_max_context, cache_dir)
+            row = run_model(
+                dataset, model, model_path, batch_size, n_jobs, stats_max_context, cache_dir, tsmojo_options
+            )
             rows.append(row)
             if verbose:
                 print(
@@ -401,6 +412,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(MEASURED_MODELS), help="comma-separated measured models")
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL_PATH), help="tsmojo model directory")
     parser.add_argument("--batch-size", type=int, default=256, help="tsmojo series per forward pass")
+    parser.add_argument("--context-length", type=int, help="tsmojo context (default: the model's own default)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="tsmojo precision")
     parser.add_argument("--n-jobs", type=int, default=2, help="statsforecast processes")
     parser.add_argument("--stats-max-context", type=int, default=STATS_MAX_CONTEXT)
     parser.add_argument("--max-series", type=int, help="first N series per dataset (smoke runs only)")
@@ -459,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         args.stats_max_context,
         cache_dir=args.cache_dir or None,
         cached_only=[m.strip() for m in args.cached_only.split(",") if m.strip()],
+        tsmojo_options={"context_length": args.context_length, "dtype": args.dtype},
     )
     total = time.perf_counter() - start
     names = list(dict.fromkeys(measured["dataset"]))

@@ -12,11 +12,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from tsmojo.io import Sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "datasets" / "examples"
@@ -191,38 +194,42 @@ def assert_same_forecasts(a: pd.DataFrame, b: pd.DataFrame) -> None:
     np.testing.assert_allclose(a.iloc[:, 2:].to_numpy(), b.iloc[:, 2:].to_numpy(), rtol=2e-6, atol=0)
 
 
-def test_killed_run_resumes_to_the_same_bytes(work, forecasts):
+def test_killed_run_resumes_to_the_same_bytes(work):
+    # 70 series in chunks of 2: the run is still going when the first part is finished
+    good = pd.read_csv(work / "good.csv")
+    many = pd.concat([good.assign(item=good["item"] + f"_{copy}") for copy in range(10)], ignore_index=True)
+    many.to_csv(work / "many.csv", index=False)
+    run_cli("forecast", work / "many.csv", "-o", work / "many_reference.csv", *base_args(work), "--no-plot")
     output = work / "resumed.csv"
     sidecar = work / "resumed.csv.tsmojo-parts"
-    killed = run_cli(
-        "forecast",
-        work / "good.csv",
-        "-o",
-        output,
-        *base_args(work),
-        "--no-plot",
-        env={"TSMOJO_TEST_KILL_AFTER_PARTS": "2"},
-        check_rc=None,
+    command = [sys.executable, "-m", "tsmojo.cli", "forecast", work / "many.csv", "-o", output, *base_args(work)]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [*map(str, command), "--no-plot"], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    assert killed.returncode == -signal.SIGKILL
-    assert not output.exists()
-    parts = sorted(p.name for p in sidecar.iterdir())
-    assert parts == [
-        "manifest.json",
-        "part-000000.json",
-        "part-000000.parquet",
-        "part-000001.json",
-        "part-000001.parquet",
-    ]
+    try:
+        deadline = time.monotonic() + 300
+        while not list(sidecar.glob("part-*.json")):  # a part is finished once its marker exists
+            assert process.poll() is None, "the run ended before a part was finished"
+            assert time.monotonic() < deadline, "no part was finished in time"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not output.exists() and (sidecar / "manifest.json").is_file()
+    finished = Sidecar(sidecar).finished_chunks()
+    assert finished >= 1
 
     changed = run_cli(
-        "forecast", work / "good.csv", "-o", output, *base_args(work), "-H", H + 1, "--resume", check_rc=2
+        "forecast", work / "many.csv", "-o", output, *base_args(work), "-H", H + 1, "--resume", check_rc=2
     )
     assert "cannot resume" in changed.stderr and sidecar.is_dir()
 
-    resumed = run_cli("forecast", work / "good.csv", "-o", output, *base_args(work), "--no-plot", "--resume")
-    assert "resuming: 2 finished chunk(s)" in resumed.stderr
-    assert output.read_bytes() == forecasts["csv"].read_bytes()
+    resumed = run_cli("forecast", work / "many.csv", "-o", output, *base_args(work), "--no-plot", "--resume")
+    assert f"resuming: {finished} finished chunk(s)" in resumed.stderr
+    assert output.read_bytes() == (work / "many_reference.csv").read_bytes()
     assert not sidecar.exists()
     leftovers = [p.name for p in work.iterdir() if p.name.startswith(".resumed")]
     assert leftovers == []

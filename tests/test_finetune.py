@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tsmojo.config import TSMojoConfig
+from tsmojo.metrics import weighted_quantile_loss
 from tsmojo.model import TSMojoModel
 from tsmojo.pipeline import TSMojoPipeline
 
@@ -42,10 +43,8 @@ def split_for_forecast(task: dict) -> dict:
 
 def wql(pipeline: TSMojoPipeline, tasks: list[dict]) -> float:
     quantiles, _ = pipeline.predict([split_for_forecast(t) for t in tasks], H, quantile_levels=LEVELS)
-    truth = np.stack([t["target"][-H:] for t in tasks])[:, :, None]
-    forecast = np.stack([q[0] for q in quantiles])
-    error = truth - forecast
-    return float((2 * np.maximum(LEVELS * error, (LEVELS - 1) * error)).sum() / len(LEVELS) / np.abs(truth).sum())
+    truth = np.stack([t["target"][-H:] for t in tasks])
+    return weighted_quantile_loss(truth, np.stack([q[0] for q in quantiles]), LEVELS)
 
 
 def test_fit_learns_known_future_covariate_effect(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.helpers import load_eval
-from tsmojo.pipeline import TSMojoPipeline, interpolate_quantiles, mean_weights
+from tsmojo.pipeline import TSMojoPipeline
+from tsmojo.tasks import interpolate_quantiles, mean_weights
 
 
 @pytest.fixture(scope="module")

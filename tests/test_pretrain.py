@@ -72,3 +72,31 @@ def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> Non
 def test_init_from_and_resume_are_exclusive(tmp_path) -> None:
     result = run("--tiny", "--run-dir", str(tmp_path / "r"), "--resume", "--init-from", str(tmp_path))
     assert result.returncode != 0 and "--init-from" in result.stderr
+
+
+def test_ranks_draw_disjoint_parts_of_the_same_stream() -> None:
+    from tsmojo.data.tasks import TaskSampler
+    from tsmojo.pretrain import PretrainConfig, PretrainStream
+
+    config = PretrainConfig(tokens_per_batch=200, max_batch_size=16, horizon=16)
+    single = PretrainStream(TaskSampler(), config, patch_size=8, start_step=3)
+    ranks = [PretrainStream(TaskSampler(), config, patch_size=8, start_step=3, rank=r, world_size=2) for r in (0, 1)]
+    expected = [single.batch(i)["context"] for i in range(6, 10)]  # steps 3 and 4 of two ranks: batches 6..9
+    drawn = [next(iter(ranks[0]))["context"], next(iter(ranks[1]))["context"]]
+    iterators = [iter(ranks[0]), iter(ranks[1])]
+    [next(it) for it in iterators]
+    drawn += [next(iterators[0])["context"], next(iterators[1])["context"]]
+    for got, want in zip(drawn, expected):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+def test_two_process_ddp_on_cpu(tmp_path) -> None:
+    run_dir = tmp_path / "ddp"
+    result = run("--tiny", "--max-steps", "4", "--devices", "2", "--precision", "32-true", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "model" / "training_summary.json").read_text())
+    assert summary["steps"] == 4
+    # Both ranks' series are counted: each of the 4 steps trained on at least 16 rows per rank.
+    assert summary["series_seen_total"] >= 2 * 4 * 16
+    assert result.stdout.count("pretrain: 4 steps") == 1  # only rank 0 reports and exports
+    TSMojoModel.from_pretrained(run_dir / "model")

@@ -4,40 +4,32 @@ For a series of length ``T``, window ``w = 0..K-1`` forecasts ``y[s : s + H]`` f
 ``y[:s]`` with ``s = T - H - (K - 1 - w) * step``: the last window ends at the end of the series,
 earlier ones start ``step`` points apart. Windows without at least one context point are skipped.
 
-Metrics, as in ``gluonts.ev`` (NaN labels are masked, like GluonTS does):
-
-* seasonal error of a window: ``mean |c_t - c_{t-m}|`` over its context ``c`` (``m = 1`` when
-  the context is not longer than ``m``);
-* MASE: ``mean |y - median| / seasonal_error``;
-* quantile loss ``QL_q = 2 * |(y - f_q) * (1{f_q >= y} - q)|``;
-* WQL: ``mean_q  sum QL_q / sum |y|`` (sums over every time step and window in the group);
-* SQL (scaled quantile loss, GluonTS ``average_mean_scaled_quantile_loss``): ``mean_q mean(QL_q / seasonal_error)``.
-
+Metrics are those of :mod:`tsmojo.metrics` (the ``gluonts.ev`` definitions; NaN labels are
+masked, like GluonTS does): the seasonal error of a window is that of the whole series before it;
 MASE and SQL of a group (a series, a window index, everything) are means over all its time steps,
 WQL is a ratio of sums over them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["BacktestResult", "make_windows", "rolling_backtest", "score_windows", "seasonal_error"]
+from tsmojo.metrics import (
+    DEFAULT_QUANTILE_LEVELS,
+    columns_by_level,
+    mase,
+    quantile_column,
+    quantile_loss,
+    scaled_quantile_loss,
+    seasonal_error,
+    wql_from_sums,
+)
 
-DEFAULT_QUANTILES = tuple(round(0.1 * i, 1) for i in range(1, 10))
-
-
-def seasonal_error(context: np.ndarray, seasonality: int) -> float:
-    """Mean absolute seasonal difference of ``context`` (NaN-aware), the MASE/SQL denominator."""
-    context = np.asarray(context, dtype=float)
-    m = seasonality if seasonality < len(context) else 1
-    if len(context) <= m:
-        return float("nan")
-    diff = np.abs(context[m:] - context[:-m])
-    return float(np.nanmean(diff)) if np.isfinite(diff).any() else float("nan")
+__all__ = ["BacktestResult", "make_windows", "rolling_backtest", "score_windows"]
 
 
 @dataclass
@@ -121,7 +113,7 @@ def score_windows(
         label = window.label
         steps = min(len(label), len(predicted))
         label, predicted = label[:steps], predicted[:steps]
-        ql = 2 * np.abs((label[:, None] - predicted) * ((predicted >= label[:, None]) - quantiles))
+        ql = quantile_loss(label, predicted, quantiles)
         frame = pd.DataFrame(
             {
                 "series_id": [window.series_id] * steps,
@@ -132,20 +124,24 @@ def score_windows(
             }
         )
         for j, q in enumerate(quantiles):
-            frame[f"ql_{q:g}"] = ql[:, j]
+            frame[_loss_column(q)] = ql[:, j]
         frame = frame[np.isfinite(label)]  # GluonTS masks missing labels
         rows.append(frame)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
+def _loss_column(level: float) -> str:
+    return f"ql_{quantile_column(level)}"
+
+
 def _aggregate(steps: pd.DataFrame, quantiles: Sequence[float]) -> dict[str, float]:
-    ql = steps[[f"ql_{q:g}" for q in quantiles]].to_numpy(dtype=float)
+    ql = steps[[_loss_column(q) for q in quantiles]].to_numpy(dtype=float)
     scale = steps["seasonal_error"].to_numpy(dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mase = float(np.mean(steps["abs_error"].to_numpy(dtype=float) / scale))
-        wql = float(np.mean(ql.sum(axis=0) / steps["abs_label"].sum()))
-        sql = float(np.mean(np.mean(ql / scale[:, None], axis=0)))
-    return {"MASE": mase, "WQL": wql, "SQL": sql}
+    return {
+        "MASE": mase(steps["abs_error"].to_numpy(dtype=float), scale),
+        "WQL": float(wql_from_sums(ql.sum(axis=0), steps["abs_label"].sum())),
+        "SQL": scaled_quantile_loss(ql, scale),
+    }
 
 
 @dataclass
@@ -157,7 +153,7 @@ class BacktestResult:
 
 def rolling_backtest(
     clean: pd.DataFrame,
-    predict: Callable[[pd.DataFrame], pd.DataFrame],
+    predict: Callable[[pd.DataFrame, dict], pd.DataFrame],
     id_column: str,
     timestamp_column: str,
     target: str,
@@ -165,13 +161,17 @@ def rolling_backtest(
     windows: int = 1,
     step: int | None = None,
     seasonality: int = 1,
-    quantiles: Sequence[float] = DEFAULT_QUANTILES,
+    quantiles: Sequence[float] = DEFAULT_QUANTILE_LEVELS,
     context_length: int | None = None,
+    freqs: Mapping[object, object] | None = None,
 ) -> BacktestResult:
     """Backtest ``predict`` on every series of a validated frame.
 
-    ``predict(contexts)`` receives the stacked contexts of all windows (the id column holds one
-    key per window) and returns tsmojo's forecast frame (id, timestamp, quantile columns).
+    ``predict(contexts, window_freqs)`` receives the stacked contexts of all windows (the id
+    column holds one key per window, each window's rows in time order) and ``{key: frequency}``,
+    each window taking its series' frequency from ``freqs`` (``{series_id: frequency}`` as
+    :func:`tsmojo.frames.validate_long_frame` reports them; None where unknown). It returns
+    tsmojo's forecast frame (id, timestamp, quantile columns).
     """
     if windows < 1:
         raise ValueError(f"windows must be >= 1, got {windows}")
@@ -185,13 +185,9 @@ def rolling_backtest(
         empty = pd.DataFrame(columns=[id_column, "windows", "MASE", "WQL", "SQL"])
         return BacktestResult(empty, pd.DataFrame(columns=["window", "num_series", "MASE", "WQL", "SQL"]), errors)
     contexts = pd.concat([w.context for w in cut], ignore_index=True)
-    forecast_frame = predict(contexts)
-    names = {}
-    for name in forecast_frame.columns:
-        try:
-            names[round(float(name), 9)] = name
-        except (TypeError, ValueError):
-            continue
+    freqs = freqs or {}
+    forecast_frame = predict(contexts, {w.key: freqs.get(w.series_id) for w in cut})
+    names = columns_by_level(forecast_frame.columns)
     columns = [names[round(q, 9)] for q in quantiles]
     by_key = {str(k): part[columns].to_numpy(dtype=float) for k, part in forecast_frame.groupby(id_column, sort=False)}
     scored_windows = [w for w in cut if w.key in by_key]

@@ -1,11 +1,12 @@
 """Streaming batch forecasting: the engine behind ``tsmojo forecast``.
 
-The input (CSV or Parquet, long format) is read in row batches and cut into *chunks of whole
-series* (a series spanning a read boundary is carried over to the next chunk), so peak memory is
-bounded by the chunk size, not by the file. Each chunk is validated (bad series are collected,
-never fatal), forecast, and written as a *part* file into a sidecar directory next to the output.
-When every chunk is done, the parts are merged into a temporary file in the output's directory
-which is then atomically renamed over the output, and the sidecar is removed.
+The input (CSV or Parquet, long format) is read in chunks of whole series (:mod:`tsmojo.io`), so
+peak memory is bounded by the chunk size, not by the file. Each chunk goes through one step,
+:func:`forecast_chunk` (validated -- bad series are collected, never fatal -- then forecast), and
+is written as a *part* file into a sidecar directory next to the output. When every chunk is
+done, the parts are merged into a temporary file in the output's directory which is then
+atomically renamed over the output, and the sidecar is removed. The Ray engine
+(:mod:`tsmojo.ray_engine`) runs the same step on its workers.
 
 Nothing is lost: every series id of the input ends either in the output or in
 ``OUTPUT.errors.csv`` (id, reason). An interrupted run (crash, ``kill -9``, full disk) continues
@@ -17,65 +18,52 @@ bytes an uninterrupted run writes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import os
-import shutil
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tsmojo.frames import SeriesError, resolve_columns, validate_future_frame, validate_long_frame
+from tsmojo.io import (
+    InputError,
+    Sidecar,
+    file_format,
+    id_key,
+    input_columns,
+    iter_frames,
+    iter_series_chunks,
+    merge_parts,
+    parse_text_timestamps,
+    read_series_frames,
+    same_id,
+)
+from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS, columns_by_level, quantile_column
+
 __all__ = [
+    "ChunkResult",
     "ForecastJob",
     "ForecastSummary",
-    "InputError",
+    "FutureCovariates",
+    "LocalForecaster",
     "Progress",
-    "iter_frames",
-    "iter_series_chunks",
+    "forecast_chunk",
+    "job_fingerprint",
+    "load_future",
     "nixtla_names",
-    "quantile_column",
+    "order_forecasts",
+    "resolve_job_columns",
     "run_forecast",
-    "scan_ids",
+    "write_output",
 ]
 
-#: Rows per read batch. Independent of the chunk size: a chunk gathers as many batches as it needs.
-READ_ROWS = 65_536
-#: Non-contiguous inputs up to this many rows are sorted in memory; larger ones are refused.
-SORT_LIMIT_ROWS = 20_000_000
-#: Test hook: ``kill -9`` the process itself after this many part files were written in this run.
-CRASH_ENV = "TSMOJO_TEST_KILL_AFTER_PARTS"
 MANIFEST_VERSION = 1
-
-
-class InputError(ValueError):
-    """A problem with the whole input (missing column, unreadable file...): nothing was forecast."""
-
-
-# -- small helpers ---------------------------------------------------------------------------------
-
-
-def file_format(path: str | Path) -> str:
-    """``'csv'`` or ``'parquet'`` from the file name (``.csv``, ``.csv.gz``, ``.parquet``, ``.pq``)."""
-    name = Path(path).name.lower()
-    if name.endswith((".parquet", ".pq", ".parq")):
-        return "parquet"
-    if name.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv")):
-        return "csv"
-    raise InputError(f"{path}: cannot tell the format from the name; use a .csv or .parquet file")
-
-
-def quantile_column(q: float) -> str:
-    """Name of a quantile column in tsmojo's output: ``0.1 -> '0.1'``, ``0.025 -> '0.025'``."""
-    return f"{q:g}"
 
 
 def nixtla_names(quantiles: Sequence[float], model: str = "tsmojo") -> dict[str, str]:
@@ -84,168 +72,6 @@ def nixtla_names(quantiles: Sequence[float], model: str = "tsmojo") -> dict[str,
     for q in quantiles:
         names[quantile_column(q)] = f"{model}-q-{round(q * 100, 6):g}"
     return names
-
-
-def _same_id(a, b) -> bool:
-    if a is b:
-        return True
-    try:
-        if pd.isna(a) and pd.isna(b):
-            return True
-    except (TypeError, ValueError):
-        pass
-    try:
-        return bool(a == b)
-    except (TypeError, ValueError):
-        return False
-
-
-def _id_key(value):
-    """Hashable key for the set of seen ids (NaN ids are all the same key)."""
-    try:
-        if pd.isna(value):
-            return ("<missing>",)
-    except (TypeError, ValueError):
-        pass
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_replace(tmp: Path, final: Path) -> None:
-    """fsync ``tmp`` then rename it over ``final`` (same directory, so the rename is atomic)."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-# -- reading ---------------------------------------------------------------------------------------
-
-
-def input_columns(path: str | Path) -> list[str]:
-    """Column names of a CSV or Parquet file, reading only its header / schema."""
-    path = Path(path)
-    if file_format(path) == "parquet":
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    return list(pd.read_csv(path, nrows=0, sep="\t" if path.name.endswith(".tsv") else ",").columns)
-
-
-def iter_frames(
-    path: str | Path, columns: Sequence[str] | None = None, rows: int = READ_ROWS, id_column: str | None = None
-) -> Iterator[pd.DataFrame]:
-    """The file as a stream of pandas frames of about ``rows`` rows each (Parquet or CSV).
-
-    CSV ids are read as strings so that ``007`` stays ``007`` and every batch agrees on the type.
-    """
-    path = Path(path)
-    if file_format(path) == "parquet":
-        # pre_buffer=True (pyarrow's default) keeps every row group's buffered bytes alive until the
-        # reader is done: ~4 MB per row group, 2 GB over a 1M-series file. Off, memory stays flat.
-        parquet = pq.ParquetFile(path, pre_buffer=False)
-        for batch in parquet.iter_batches(batch_size=rows, columns=list(columns) if columns else None):
-            yield batch.to_pandas()
-        return
-    dtype = {id_column: str} if id_column else None
-    sep = "\t" if path.name.endswith(".tsv") else ","
-    with pd.read_csv(path, usecols=columns, chunksize=rows, dtype=dtype, sep=sep, keep_default_na=True) as reader:
-        yield from reader
-
-
-def iter_series_chunks(
-    frames: Iterable[pd.DataFrame], id_column: str, series_per_chunk: int, check_contiguous: bool = True
-) -> Iterator[pd.DataFrame]:
-    """Regroup a stream of frames into frames of exactly ``series_per_chunk`` whole series
-    (the last one may hold fewer). Rows of one series must be contiguous in the stream; a series
-    that reappears after another one started raises :class:`InputError`.
-    """
-    if series_per_chunk < 1:
-        raise ValueError(f"series_per_chunk must be >= 1, got {series_per_chunk}")
-    pending: list[pd.DataFrame] = []
-    complete = 0  # closed series held in ``pending``
-    open_id = _MISSING = object()
-    seen: set = set()
-    for frame in frames:
-        if frame.empty:
-            continue
-        frame = frame.reset_index(drop=True)
-        codes, uniques = pd.factorize(frame[id_column], use_na_sentinel=False)
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        run_ids = uniques.take(codes[starts])
-        position = 0
-        for start, run_id in zip(starts.tolist(), run_ids, strict=True):
-            if open_id is not _MISSING and _same_id(run_id, open_id):
-                continue  # the series left open by the previous frame goes on
-            if check_contiguous:
-                key = _id_key(run_id)
-                if key in seen:
-                    raise InputError(
-                        f"the input is not grouped by {id_column!r}: series {run_id!r} appears again after "
-                        "other series; sort the file by id (keeping each series' rows together)"
-                    )
-                seen.add(key)
-            if open_id is not _MISSING:
-                complete += 1
-            open_id = run_id
-            if complete == series_per_chunk:
-                pending.append(frame.iloc[position:start])
-                yield pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0].reset_index(drop=True)
-                pending, complete, position = [], 0, start
-        pending.append(frame.iloc[position:])
-    pending = [p for p in pending if len(p)]
-    if pending:
-        yield pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0].reset_index(drop=True)
-
-
-@dataclass
-class IdScan:
-    """What a pass over the id column found."""
-
-    num_series: int
-    num_rows: int
-    contiguous: bool
-    repeated_id: object = None
-
-
-def scan_ids(path: str | Path, id_column: str) -> IdScan:
-    """One streaming pass over the id column only: count series and rows, check the rows of each
-    series are contiguous. Memory: the set of ids seen (about 100 bytes an id). After a repeated
-    id is found only rows are counted (``num_series`` then counts the series seen until there)."""
-    num_series = num_rows = 0
-    seen: set = set()
-    last = _MISSING = object()
-    repeated = _MISSING
-    for frame in iter_frames(path, columns=[id_column], rows=4 * READ_ROWS, id_column=id_column):
-        num_rows += len(frame)
-        if frame.empty or repeated is not _MISSING:
-            continue
-        codes, uniques = pd.factorize(frame[id_column], use_na_sentinel=False)
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        for run_id in uniques.take(codes[starts]):
-            if last is not _MISSING and _same_id(run_id, last):
-                continue
-            key = _id_key(run_id)
-            if key in seen:
-                repeated = run_id
-                seen.clear()
-                break
-            seen.add(key)
-            num_series += 1
-            last = run_id
-    if repeated is not _MISSING:
-        return IdScan(num_series, num_rows, contiguous=False, repeated_id=repeated)
-    return IdScan(num_series, num_rows, contiguous=True)
 
 
 # -- progress --------------------------------------------------------------------------------------
@@ -312,7 +138,7 @@ class ForecastJob:
     target: list[str] | None = None
     future_covariates: Path | None = None
     freq: str | None = None
-    quantiles: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
     model: str = "tsmojo-mini"
     context_length: int | None = None
     batch_size: int = 256
@@ -394,7 +220,9 @@ def _model_identity(model: str) -> dict:
     return {"model": model}
 
 
-def _fingerprint(job: ForecastJob, columns: tuple[str, str, list[str]], num_series: int) -> dict:
+def job_fingerprint(job: ForecastJob, columns: tuple[str, str, list[str]], num_series: int) -> dict:
+    """What a resumed run must share with the interrupted one: the input and model files, every
+    option that changes the numbers, and the number of series."""
     options = {
         k: v
         for k, v in dataclasses.asdict(job).items()
@@ -455,10 +283,8 @@ class LocalForecaster:
         )
 
     def __call__(self, chunk: pd.DataFrame, future: pd.DataFrame | None) -> tuple[pd.DataFrame, list]:
-        from tsmojo.validation import SeriesError, validate_future_frame, validate_long_frame
-
         id_column = self.id_column
-        chunk = _parse_timestamps(chunk, self.timestamp_column)
+        chunk = parse_text_timestamps(chunk, self.timestamp_column)
         clean, errors = validate_long_frame(
             chunk, id_column, self.timestamp_column, self.targets, freq=self.job.freq, fill_gaps=self.job.fill_gaps
         )
@@ -509,136 +335,52 @@ class LocalForecaster:
         return forecasts, errors
 
 
-def _parse_timestamps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Text timestamps -> datetime64, tolerating series written in different formats (``2022-01-01``
-    next to ``2022-01-01 07:00:00``): pandas infers one format from the first value and would turn
-    the others into NaT. Integers and datetimes are left alone."""
-    values = frame[column]
-    if values.dtype != object and not pd.api.types.is_string_dtype(values):
-        return frame
-    parsed = pd.to_datetime(values, errors="coerce")
-    failed = parsed.isna() & values.notna()
-    if failed.any():
-        retry = pd.to_datetime(values[failed], errors="coerce", format="mixed")
-        if retry.notna().any():
-            parsed = parsed.astype(retry.dtype) if parsed.dtype != retry.dtype else parsed
-            parsed[failed] = retry
-    # what still failed is NaT now: validation names those series ("unparseable timestamps")
-    frame = frame.copy()
-    frame[column] = parsed
-    return frame
-
-
-# -- parts and the sidecar -------------------------------------------------------------------------
-
-
-class Sidecar:
-    """``OUTPUT.tsmojo-parts/``: ``manifest.json`` plus, per finished chunk ``k``,
-    ``part-k.parquet`` (forecast rows) and ``part-k.json`` (its errors and counts). The JSON is
-    written last and atomically: its presence marks the chunk as finished."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.directory / "manifest.json"
-
-    def part(self, index: int) -> Path:
-        return self.directory / f"part-{index:06d}.parquet"
-
-    def marker(self, index: int) -> Path:
-        return self.directory / f"part-{index:06d}.json"
-
-    def start(self, fingerprint: dict, resume: bool) -> int:
-        """Prepare the directory; return how many chunks are already finished (resume) or 0."""
-        if self.directory.exists():
-            if resume and self.manifest_path.is_file():
-                previous = json.loads(self.manifest_path.read_text())
-                if previous != fingerprint:
-                    changed = sorted(
-                        k for k in set(previous) | set(fingerprint) if previous.get(k) != fingerprint.get(k)
-                    )
-                    raise InputError(
-                        f"cannot resume: {', '.join(changed)} changed since the interrupted run "
-                        f"(sidecar {self.directory}); run again without --resume to start over"
-                    )
-                return self.finished_chunks()
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
-        self._write_json(self.manifest_path, fingerprint)
-        return 0
-
-    def finished_chunks(self) -> int:
-        index = 0
-        while self.marker(index).is_file() and self.part(index).is_file():
-            index += 1
-        return index
-
-    def _write_json(self, path: Path, payload: dict) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, default=str))
-        atomic_replace(tmp, path)
-
-    def write(self, index: int, forecasts: pd.DataFrame, errors: list, num_series: int) -> None:
-        table = pa.Table.from_pandas(forecasts, preserve_index=False)
-        tmp = self.part(index).with_name(self.part(index).name + ".tmp")
-        pq.write_table(table, tmp)
-        atomic_replace(tmp, self.part(index))
-        payload = {
-            "num_series": num_series,
-            "errors": [[_json_id(e.series_id), e.reason] for e in errors],
-        }
-        self._write_json(self.marker(index), payload)
-
-    def read_marker(self, index: int) -> dict:
-        return json.loads(self.marker(index).read_text())
-
-    def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _json_id(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-# -- main loop -------------------------------------------------------------------------------------
-
-
-def _resolve_columns(job: ForecastJob, columns: list[str]) -> tuple[str, str, list[str]]:
-    from tsmojo.validation import resolve_columns
-
+def resolve_job_columns(job: ForecastJob, columns: list[str]) -> tuple[str, str, list[str]]:
+    """The id, timestamp and target columns of the job's input, given its column names."""
     try:
         return resolve_columns(pd.DataFrame(columns=columns), job.id_column, job.timestamp_column, job.target)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
 
 
-def _load_future(job: ForecastJob, id_column: str) -> tuple[pd.DataFrame | None, dict | None]:
+@dataclass
+class FutureCovariates:
+    """The ``--future-covariates`` file, with the rows of each series found once."""
+
+    frame: pd.DataFrame
+    rows: dict  # series id -> row positions
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, id_column: str) -> FutureCovariates:
+        return cls(frame, frame.groupby(id_column, sort=False, dropna=False).indices)
+
+    def of_series(self, series_ids: Iterable) -> pd.DataFrame:
+        """The rows of the given series, in file order."""
+        positions = [self.rows[k] for k in series_ids if k in self.rows]
+        rows = np.concatenate(positions) if positions else np.array([], dtype=int)
+        return self.frame.iloc[np.sort(rows)].reset_index(drop=True)
+
+
+def load_future(job: ForecastJob, id_column: str) -> FutureCovariates | None:
+    """The job's known-future covariates, or None without ``--future-covariates``."""
     if job.future_covariates is None:
-        return None, None
+        return None
     path = job.future_covariates
     if not path.is_file():
         raise InputError(f"--future-covariates: {path} does not exist")
     future = pd.concat(list(iter_frames(path, id_column=id_column)), ignore_index=True)
     if id_column not in future.columns:
         raise InputError(f"--future-covariates: {path} has no id column {id_column!r} (has {list(future.columns)})")
-    return future, future.groupby(id_column, sort=False, dropna=False).indices
+    return FutureCovariates.of(future, id_column)
 
 
-def _order_like(forecasts: pd.DataFrame, id_column: str, timestamp_column: str, order: Sequence) -> pd.DataFrame:
+def order_forecasts(forecasts: pd.DataFrame, id_column: str, timestamp_column: str, order: Sequence) -> pd.DataFrame:
     """Rows of ``forecasts`` with series in ``order`` (input order), then by target (several
     targets), then by time."""
     if forecasts.empty:
         return forecasts
-    rank = {_id_key(v): i for i, v in enumerate(order)}
-    keys = np.array([rank.get(_id_key(v), len(rank)) for v in forecasts[id_column]])
+    rank = {id_key(v): i for i, v in enumerate(order)}
+    keys = np.array([rank.get(id_key(v), len(rank)) for v in forecasts[id_column]])
     stamps = forecasts[timestamp_column].to_numpy()
     targets = (
         pd.factorize(forecasts["target_name"])[0] if "target_name" in forecasts.columns else np.zeros(len(keys), int)
@@ -651,12 +393,7 @@ def _finish_frame(forecasts: pd.DataFrame, job: ForecastJob, columns: tuple[str,
     id_column, timestamp_column, _ = columns
     if forecasts.empty:
         return forecasts
-    by_level = {}
-    for name in forecasts.columns:
-        try:
-            by_level[round(float(name), 9)] = name
-        except (TypeError, ValueError):
-            continue
+    by_level = columns_by_level(forecasts.columns)
     quantile_names = []
     renames = {}
     for q in job.quantiles:
@@ -678,6 +415,99 @@ def _finish_frame(forecasts: pd.DataFrame, job: ForecastJob, columns: tuple[str,
     return frame.reset_index(drop=True)
 
 
+def _finish_frame(forecasts: pd.DataFrame, job: ForecastJob, columns: tuple[str, str, list[str]]) -> pd.DataFrame:
+    """Select and name the output columns: id, timestamp, [target_name], predictions, quantiles."""
+    id_column, timestamp_column, _ = columns
+    if forecasts.empty:
+        return forecasts
+    by_level = columns_by_level(forecasts.columns)
+    quantile_names = []
+    renames = {}
+    for q in job.quantiles:
+        source = by_level.get(round(q, 9))
+        if source is None:
+            raise RuntimeError(f"the pipeline returned no column for quantile {q} (columns {list(forecasts.columns)})")
+        renames[source] = quantile_column(q)
+        quantile_names.append(quantile_column(q))
+    frame = forecasts.rename(columns=renames)
+    keep = [id_column, timestamp_column]
+    if "target_name" in frame.columns and len(columns[2]) > 1:
+        keep.append("target_name")
+    keep += ["predictions", *quantile_names]
+    frame = frame[keep]
+    # The model computes in float32: more digits would be noise (and double the file size).
+    frame = frame.astype({name: "float32" for name in ["predictions", *quantile_names]})
+    if job.nixtla_names:
+        frame = frame.rename(columns=nixtla_names(job.quantiles))
+    return frame.reset_index(drop=True)
+
+
+def _complete_errors(order: list, forecasts: pd.DataFrame, errors: list, id_column: str) -> list:
+    """Errors in input order, plus one for any series that neither got a forecast nor an error."""
+    reported = {id_key(e.series_id) for e in errors}
+    produced = {id_key(v) for v in pd.unique(forecasts[id_column])} if len(forecasts) else set()
+    rank = {id_key(v): i for i, v in enumerate(order)}
+    errors = list(errors)
+    for series_id in order:
+        key = id_key(series_id)
+        if key not in reported and key not in produced:
+            errors.append(SeriesError(series_id, "no forecast was returned for this series"))
+    return sorted(errors, key=lambda e: rank.get(id_key(e.series_id), -1))
+
+
+@dataclass
+class ChunkResult:
+    """One chunk forecast: its series (in input order), their forecast rows and their errors."""
+
+    series_ids: list
+    forecasts: pd.DataFrame
+    errors: list[SeriesError]
+
+
+def forecast_chunk(
+    chunk: pd.DataFrame,
+    job: ForecastJob,
+    columns: tuple[str, str, list[str]],
+    forecaster: ChunkForecaster,
+    future: FutureCovariates | None = None,
+) -> ChunkResult:
+    """The step both engines run on each chunk of whole series: forecast it with ``forecaster``,
+    name and order the output rows as in the input, and give every series without a forecast
+    an error."""
+    id_column, timestamp_column, _ = columns
+    order = list(pd.unique(chunk[id_column]))
+    forecasts, errors = forecaster(chunk, None if future is None else future.of_series(order))
+    forecasts = order_forecasts(_finish_frame(forecasts, job, columns), id_column, timestamp_column, order)
+    return ChunkResult(order, forecasts, _complete_errors(order, forecasts, errors, id_column))
+
+
+def write_output(
+    job: ForecastJob, sidecar: Sidecar, num_chunks: int, columns: tuple[str, str, list[str]], plot_ids: list = ()
+) -> ForecastSummary:
+    """Merge the sidecar's finished parts into the job's output and errors file (see
+    :func:`tsmojo.io.merge_parts`)."""
+    id_column, timestamp_column, _ = columns
+    merged = merge_parts(
+        sidecar,
+        num_chunks,
+        job.output,
+        job.errors_path,
+        id_column,
+        [id_column, timestamp_column, *job.output_columns],
+        plot_ids,
+    )
+    return ForecastSummary(
+        output=job.output,
+        errors_path=merged.errors_path,
+        num_series=0,
+        num_forecast=merged.num_forecast,
+        num_errors=merged.num_errors,
+        seconds=0.0,
+        plot_forecasts=merged.plot_forecasts,
+        columns=columns,
+    )
+
+
 def run_forecast(
     job: ForecastJob,
     forecaster: ChunkForecaster | None = None,
@@ -691,165 +521,40 @@ def run_forecast(
     file_format(job.output)  # fail early on an unknown output format
     if not job.output.parent.exists():
         raise InputError(f"the output directory {job.output.parent} does not exist")
-    columns = _resolve_columns(job, input_columns(job.input))
-    id_column, timestamp_column, targets = columns
-
-    scan = scan_ids(job.input, id_column)
-    if scan.contiguous:
-        frames: Iterable[pd.DataFrame] = iter_frames(job.input, id_column=id_column)
-    elif scan.num_rows <= SORT_LIMIT_ROWS:
-        log(
-            f"warning: the rows of series {scan.repeated_id!r} are not contiguous; sorting the input in memory "
-            f"({scan.num_rows:,} rows). Sort large files by id first to keep memory bounded."
-        )
-        whole = pd.concat(list(iter_frames(job.input, id_column=id_column)), ignore_index=True)
-        codes, _ = pd.factorize(whole[id_column], use_na_sentinel=False)
-        whole = whole.iloc[np.argsort(codes, kind="stable")].reset_index(drop=True)
-        scan = IdScan(int(codes.max()) + 1 if len(codes) else 0, len(whole), contiguous=True)
-        frames = (whole.iloc[i : i + READ_ROWS] for i in range(0, len(whole), READ_ROWS))
-    else:
-        raise InputError(
-            f"the input is not grouped by {id_column!r} (series {scan.repeated_id!r} appears in two separate "
-            f"blocks) and is too large ({scan.num_rows:,} rows) to sort in memory: sort it by id first, "
-            f"e.g. with DuckDB: COPY (SELECT * FROM 'in.parquet' ORDER BY {id_column}, {timestamp_column}) "
-            "TO 'out.parquet'"
-        )
-
-    future, future_index = _load_future(job, id_column)
+    columns = resolve_job_columns(job, input_columns(job.input))
+    id_column, timestamp_column, _ = columns
+    frames, scan = read_series_frames(job.input, id_column, timestamp_column, log)
+    future = load_future(job, id_column)
     forecaster = forecaster or LocalForecaster(job, columns)
     sidecar = Sidecar(job.sidecar)
-    finished = sidecar.start(_fingerprint(job, columns, scan.num_series), resume=job.resume)
+    finished = sidecar.start(job_fingerprint(job, columns, scan.num_series), resume=job.resume)
     if finished:
         log(f"resuming: {finished} finished chunk(s) found in {sidecar.directory}")
-    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     progress = Progress(scan.num_series, enabled=not job.quiet)
     plot_history: list[pd.DataFrame] = []
     plot_ids: list = []
-    written = 0
     chunk_index = -1
     for chunk_index, chunk in enumerate(iter_series_chunks(frames, id_column, job.batch_size)):
-        order = list(pd.unique(chunk[id_column]))
         if chunk_index < finished:
-            progress.update(len(order), skipped=True)
+            progress.update(len(pd.unique(chunk[id_column])), skipped=True)
         else:
-            chunk_future = None
-            if future is not None:
-                positions = [future_index[k] for k in order if k in future_index]
-                rows = np.concatenate(positions) if positions else np.array([], dtype=int)
-                chunk_future = future.iloc[np.sort(rows)].reset_index(drop=True)
-            forecasts, errors = forecaster(chunk, chunk_future)
-            forecasts = _order_like(_finish_frame(forecasts, job, columns), id_column, timestamp_column, order)
-            errors = _complete_errors(order, forecasts, errors, id_column)
-            sidecar.write(chunk_index, forecasts, errors, len(order))
-            written += 1
-            progress.update(len(order))
-            if crash_after and written >= crash_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            result = forecast_chunk(chunk, job, columns, forecaster, future)
+            sidecar.write(chunk_index, result.forecasts, result.errors, len(result.series_ids))
+            progress.update(len(result.series_ids))
         if len(plot_ids) < job.plot_series:  # history of the first few series that got a forecast
             produced = pq.read_table(sidecar.part(chunk_index), columns=[id_column]).column(0).to_pylist()
             for series_id in list(dict.fromkeys(produced))[: job.plot_series - len(plot_ids)]:
                 plot_ids.append(series_id)
-                plot_history.append(chunk[chunk[id_column].map(lambda v, s=series_id: _same_id(v, s))])
+                plot_history.append(chunk[chunk[id_column].map(lambda v, s=series_id: same_id(v, s))])
     progress.close()
 
     num_chunks = chunk_index + 1
-    summary = _merge(job, sidecar, num_chunks, columns, plot_ids)
+    summary = write_output(job, sidecar, num_chunks, columns, plot_ids)
     summary.num_series = scan.num_series
     summary.resumed_chunks = min(finished, num_chunks)
     summary.seconds = time.monotonic() - started
-    summary.columns = columns
     if plot_history:
         summary.plot_history = pd.concat(plot_history, ignore_index=True)
     sidecar.remove()
     return summary
-
-
-def _complete_errors(order: list, forecasts: pd.DataFrame, errors: list, id_column: str) -> list:
-    """Errors in input order, plus one for any series that neither got a forecast nor an error."""
-    from tsmojo.validation import SeriesError
-
-    reported = {_id_key(e.series_id) for e in errors}
-    produced = {_id_key(v) for v in pd.unique(forecasts[id_column])} if len(forecasts) else set()
-    rank = {_id_key(v): i for i, v in enumerate(order)}
-    errors = list(errors)
-    for series_id in order:
-        key = _id_key(series_id)
-        if key not in reported and key not in produced:
-            errors.append(SeriesError(series_id, "no forecast was returned for this series"))
-    return sorted(errors, key=lambda e: rank.get(_id_key(e.series_id), -1))
-
-
-def _merge(job: ForecastJob, sidecar: Sidecar, num_chunks: int, columns, plot_ids: list) -> ForecastSummary:
-    """Concatenate the parts into ``OUTPUT`` (tmp file + atomic rename) and write the errors file."""
-    id_column = columns[0]
-    output = job.output
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    out_format = file_format(output)
-    plot_keys = {_id_key(v) for v in plot_ids}
-    plot_rows: list[pd.DataFrame] = []
-    errors: list[list] = []
-    num_forecast = 0
-    writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
-    try:
-        with open(tmp, "wb") as handle:
-            header = True
-            for index in range(num_chunks):
-                marker = sidecar.read_marker(index)
-                errors.extend(marker["errors"])
-                table = pq.read_table(sidecar.part(index))
-                if table.num_rows == 0:
-                    continue
-                frame = table.to_pandas()
-                num_forecast += frame[id_column].nunique(dropna=False)
-                if plot_keys:
-                    mask = np.array([_id_key(v) in plot_keys for v in frame[id_column]])
-                    if mask.any():
-                        plot_rows.append(frame[mask])
-                if out_format == "parquet":
-                    if writer is None:
-                        schema = table.schema
-                        writer = pq.ParquetWriter(handle, schema)
-                    writer.write_table(table.cast(schema) if table.schema != schema else table)
-                else:
-                    frame.to_csv(handle, header=header, index=False, lineterminator="\n")
-                    header = False
-            if out_format == "parquet":
-                if writer is None:  # every series failed: an empty file with the right columns
-                    empty = pd.DataFrame(columns=[columns[0], columns[1], *job.output_columns])
-                    writer = pq.ParquetWriter(handle, pa.Table.from_pandas(empty, preserve_index=False).schema)
-                writer.close()
-                writer = None
-            elif header:
-                pd.DataFrame(columns=[columns[0], columns[1], *job.output_columns]).to_csv(
-                    handle, index=False, lineterminator="\n"
-                )
-        atomic_replace(tmp, output)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-
-    errors_path = job.errors_path
-    if errors:
-        frame = pd.DataFrame(errors, columns=[id_column, "reason"])
-        tmp_errors = errors_path.with_name(f".{errors_path.name}.tmp-{os.getpid()}")
-        frame.to_csv(tmp_errors, index=False, lineterminator="\n")
-        atomic_replace(tmp_errors, errors_path)
-    else:
-        errors_path.unlink(missing_ok=True)
-    return ForecastSummary(
-        output=output,
-        errors_path=errors_path if errors else None,
-        num_series=0,
-        num_forecast=num_forecast,
-        num_errors=len(errors),
-        seconds=0.0,
-        plot_forecasts=pd.concat(plot_rows, ignore_index=True) if plot_rows else None,
-    )
-
-
-def fingerprint_text(payload: dict) -> str:
-    """Short hash of a fingerprint (for logs)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     from tsmojo import __version__
+    from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS
 
     parser.add_argument("--version", action="version", version=f"tsmojo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     forecast.add_argument(
         "--quantiles",
         type=_float_list,
-        default=[round(0.1 * i, 1) for i in range(1, 10)],
+        default=list(DEFAULT_QUANTILE_LEVELS),
         help="comma-separated quantile levels (default: 0.1,...,0.9)",
     )
     forecast.add_argument(
@@ -223,13 +224,12 @@ def _targets(args) -> list[str] | None:
 def _read_all(path: Path, id_column: str | None):
     import pandas as pd
 
-    from tsmojo.batch import InputError, iter_frames
+    from tsmojo.frames import resolve_columns
+    from tsmojo.io import InputError, input_columns, iter_frames
 
     if not path.is_file():
         raise InputError(f"{path} does not exist")
     if id_column is None:
-        from tsmojo.batch import input_columns
-        from tsmojo.validation import resolve_columns
 
         try:
             id_column = resolve_columns(pd.DataFrame(columns=input_columns(path)))[0]
@@ -239,8 +239,8 @@ def _read_all(path: Path, id_column: str | None):
 
 
 def _resolve(df, args):
-    from tsmojo.batch import InputError
-    from tsmojo.validation import resolve_columns
+    from tsmojo.frames import resolve_columns
+    from tsmojo.io import InputError
 
     try:
         return resolve_columns(df, args.id_column, args.timestamp_column, _targets(args))
@@ -324,9 +324,10 @@ def cmd_forecast(args) -> int:
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
-    from tsmojo.backtest import DEFAULT_QUANTILES, rolling_backtest
-    from tsmojo.batch import InputError
-    from tsmojo.validation import validate_long_frame
+    from tsmojo.backtest import rolling_backtest
+    from tsmojo.frames import FREQ_ATTR, tasks_from_clean_frame, validate_long_frame
+    from tsmojo.io import InputError
+    from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS
 
     df = _read_all(args.input, args.id_column)
     id_column, timestamp_column, targets = _resolve(df, args)
@@ -336,24 +337,19 @@ def cmd_evaluate(args) -> int:
     clean, errors = validate_long_frame(
         df, id_column, timestamp_column, targets, freq=args.freq, fill_gaps=args.fill_gaps
     )
+    freqs = clean.attrs.pop(FREQ_ATTR)
+    clean.attrs = {}
     errors = [(e.series_id, e.reason) for e in errors]
     covariates = [c for c in clean.columns if c not in (id_column, timestamp_column, target)]
     if covariates:
         clean = clean.drop(columns=covariates)
     pipeline = _pipeline(args)
 
-    def predict(contexts: pd.DataFrame) -> pd.DataFrame:
-        return pipeline.predict_df(
-            contexts,
-            id_column=id_column,
-            timestamp_column=timestamp_column,
-            target=target,
-            prediction_length=args.horizon,
-            quantile_levels=list(DEFAULT_QUANTILES),
-            freq=args.freq,
-            batch_size=args.batch_size,
-            context_length=args.context_length,
-            fill_gaps=args.fill_gaps,
+    def predict(contexts: pd.DataFrame, window_freqs: dict) -> pd.DataFrame:
+        # the windows are slices of the clean series: validated already
+        prepared = tasks_from_clean_frame(contexts, window_freqs, id_column, timestamp_column, [target])
+        return pipeline.forecast_frame(
+            prepared, args.horizon, DEFAULT_QUANTILE_LEVELS, args.batch_size, args.context_length
         )
 
     result = rolling_backtest(
@@ -367,6 +363,7 @@ def cmd_evaluate(args) -> int:
         step=args.step,
         seasonality=args.seasonality,
         context_length=args.context_length,
+        freqs=freqs,
     )
     errors += result.errors
     rank = {v: i for i, v in enumerate(pd.unique(df[id_column]))}
@@ -388,9 +385,9 @@ def cmd_plot(args) -> int:
     import numpy as np
     import pandas as pd
 
-    from tsmojo.batch import InputError
+    from tsmojo.frames import FREQ_ATTR, tasks_from_clean_frame, validate_long_frame
+    from tsmojo.io import InputError
     from tsmojo.plotting import default_history_points, save_fan_charts
-    from tsmojo.validation import validate_long_frame
 
     df = _read_all(args.input, args.id_column)
     id_column, timestamp_column, targets = _resolve(df, args)
@@ -423,17 +420,12 @@ def cmd_plot(args) -> int:
             _warn(f"series {error.series_id!r} skipped: {error.reason}")
         if clean.empty:
             raise InputError("none of the chosen series can be forecast")
-        forecasts = _pipeline(args).predict_df(
-            clean,
-            id_column=id_column,
-            timestamp_column=timestamp_column,
-            target=target,
-            prediction_length=horizon,
-            quantile_levels=[0.01, 0.1, 0.5, 0.9, 0.99],
-            freq=args.freq,
-            batch_size=args.batch_size,
-            context_length=args.context_length,
-            fill_gaps=args.fill_gaps,
+        freqs = clean.attrs.pop(FREQ_ATTR)
+        clean.attrs = {}
+        # the other target columns, if any, are covariates of the one drawn (as in predict_df)
+        prepared = tasks_from_clean_frame(clean, freqs, id_column, timestamp_column, [target])
+        forecasts = _pipeline(args).forecast_frame(
+            prepared, horizon, [0.01, 0.1, 0.5, 0.9, 0.99], args.batch_size, args.context_length
         )
         ids = [i for i in ids if i in set(clean[id_column])]
     if "target_name" in forecasts.columns:
@@ -472,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from tsmojo.batch import InputError
+    from tsmojo.io import InputError
 
     try:
         return COMMANDS[args.command](args)

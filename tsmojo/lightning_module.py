@@ -14,6 +14,7 @@ import math
 import lightning.pytorch as pl
 import torch
 
+from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
 
 
@@ -33,23 +34,24 @@ def batch_loss(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> tuple[torc
     return output.loss, output.quantile_loss
 
 
+def validation_levels(model: TSMojoModel) -> torch.Tensor:
+    """Mask of the model's quantile levels that validation scores: those from 0.1 to 0.9."""
+    levels = model.quantile_levels
+    return (levels >= 0.1 - 1e-9) & (levels <= 0.9 + 1e-9)
+
+
 @torch.no_grad()
-def weighted_quantile_loss(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """WQL of the model's forecasts for the target rows of ``batch``, over the model's quantiles
-    from 0.1 to 0.9 (the GluonTS definition: summed pinball loss / summed |y|)."""
+def validation_wql_sums(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sums behind the WQL of the model's forecasts for the target rows of ``batch``, over the
+    model's levels from 0.1 to 0.9: per level the summed quantile loss, then the summed ``|y|``
+    (see :func:`tsmojo.metrics.quantile_loss_sums`), as one vector so that batches add up."""
     future, roles = batch["future"], batch["roles"]
     known = torch.where((roles == FUTURE_COVARIATE)[:, None], future, torch.full_like(future, float("nan")))
     forecast = model.forecast(batch["context"], future.shape[1], batch["group_ids"], roles, known)
-    levels = model.quantile_levels
-    keep = (levels >= 0.1 - 1e-9) & (levels <= 0.9 + 1e-9)
-    forecast, levels = forecast[..., keep], levels[keep]
+    keep = validation_levels(model)
     rows = roles == TARGET
-    truth, forecast = future[rows], forecast[rows]
-    observed = ~torch.isnan(truth)
-    truth_filled = torch.nan_to_num(truth)[..., None]
-    error = truth_filled - forecast
-    pinball = 2 * torch.maximum(levels * error, (levels - 1) * error) * observed[..., None]
-    return pinball.sum() / len(levels) / truth_filled.abs().sum().clamp(min=1e-8)
+    loss_sums, abs_target_sum = quantile_loss_sums(future[rows], forecast[rows][..., keep], model.quantile_levels[keep])
+    return torch.cat([loss_sums, abs_target_sum[None]])
 
 
 class TSMojoLightningModule(pl.LightningModule):
@@ -71,6 +73,9 @@ class TSMojoLightningModule(pl.LightningModule):
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.set_trainable(trainable)
         self.save_hyperparameters(ignore=["model"])
+        # WQL is a ratio of sums over the whole validation set: the sums are collected per batch
+        # and divided once at the end (a mean of per-batch ratios would weight batches wrongly).
+        self._wql_sums: torch.Tensor | None = None
 
     def set_trainable(self, trainable: str) -> None:
         """``all``: every weight; ``head``: the quantile head and the last block only."""
@@ -87,16 +92,31 @@ class TSMojoLightningModule(pl.LightningModule):
         self.log("train_quantile_loss", quantile_loss, batch_size=size)
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._wql_sums = None
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Batches without a ``case`` log ``val_loss`` and ``val_wql``; a batch of a named
-        validation case logs ``val_loss/<case>``."""
+        """Batches without a ``case`` log ``val_loss`` and add to ``val_wql`` (logged when the
+        validation ends); a batch of a named validation case logs ``val_loss/<case>``."""
         _, quantile_loss = batch_loss(self.model, batch)
         size = batch["context"].shape[0]
         if "case" in batch:
             self.log(f"val_loss/{batch['case']}", quantile_loss, batch_size=size, sync_dist=True)
             return
         self.log("val_loss", quantile_loss, prog_bar=True, batch_size=size, sync_dist=True)
-        self.log("val_wql", weighted_quantile_loss(self.model, batch), batch_size=size, sync_dist=True)
+        sums = validation_wql_sums(self.model, batch)
+        self._wql_sums = sums if self._wql_sums is None else self._wql_sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        num_levels = int(validation_levels(self.model).sum())
+        # Every process joins the reduction (with zeros if it saw no batch), or DDP would hang.
+        seen = self._wql_sums is not None
+        sums = self._wql_sums if seen else torch.zeros(num_levels + 1, device=self.device)
+        batches = torch.tensor([float(seen)], device=sums.device)
+        totals = self.trainer.strategy.reduce(torch.cat([sums, batches]), reduce_op="sum")
+        if totals[-1] > 0:
+            self.log("val_wql", wql_from_sums(totals[:num_levels], totals[num_levels].clamp(min=1e-8)))
+        self._wql_sums = None
 
     def configure_optimizers(self):
         parameters = [p for p in self.model.parameters() if p.requires_grad]

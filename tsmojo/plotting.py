@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsmojo.metrics import parse_quantile_column
+
 __all__ = ["fan_chart", "plot_forecast_grid", "quantile_columns", "safe_filename", "save_fan_charts"]
 
 _NIXTLA_QUANTILE = re.compile(r"^.+-q-(?P<pct>\d+(?:\.\d+)?)$")
@@ -32,17 +34,10 @@ def quantile_columns(forecasts: pd.DataFrame) -> tuple[dict[float, str], str | N
     """``({level: column}, median column)`` found in a forecast frame (tsmojo or Nixtla names)."""
     levels: dict[float, str] = {}
     for name in forecasts.columns:
-        text = str(name)
-        match = _NIXTLA_QUANTILE.match(text)
-        if match:
-            levels[round(float(match["pct"]) / 100, 6)] = name
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            continue
-        if 0 < value < 1:
-            levels[round(value, 6)] = name
+        match = _NIXTLA_QUANTILE.match(str(name))
+        level = round(float(match["pct"]) / 100, 9) if match else parse_quantile_column(name)
+        if level is not None:
+            levels[level] = name
     median = None
     for candidate in ("predictions", "tsmojo"):
         if candidate in forecasts.columns:

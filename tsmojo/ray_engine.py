@@ -33,23 +33,26 @@ import pyarrow as pa
 from tsmojo.batch import (
     ForecastJob,
     ForecastSummary,
-    InputError,
+    FutureCovariates,
     LocalForecaster,
+    forecast_chunk,
+    job_fingerprint,
+    load_future,
+    order_forecasts,
+    resolve_job_columns,
+    write_output,
+)
+from tsmojo.frames import SeriesError, series_starts
+from tsmojo.io import (
+    InputError,
     Sidecar,
-    _complete_errors,
-    _fingerprint,
-    _finish_frame,
-    _id_key,
-    _json_id,
-    _load_future,
-    _merge,
-    _order_like,
-    _parse_timestamps,
-    _resolve_columns,
-    atomic_replace,
     file_format,
+    id_key,
     input_columns,
     iter_frames,
+    json_id,
+    parse_text_timestamps,
+    write_errors_file,
 )
 
 __all__ = ["run_forecast_ray"]
@@ -72,13 +75,12 @@ def _add_bucket(batch: pd.DataFrame, id_column: str, buckets: int) -> pd.DataFra
 class ForecastBuckets:
     """Ray actor UDF: forecast the series of one bucket; one model per actor."""
 
-    def __init__(self, job: dict, columns: tuple, future: pd.DataFrame | None = None) -> None:
+    def __init__(self, job: dict, columns: tuple, future: FutureCovariates | None = None) -> None:
         self.job = ForecastJob(**job)
         self.columns = columns
         self.forecaster = LocalForecaster(self.job, columns)
         self.future = future
         self.csv_input = file_format(self.job.input) == "csv"
-        self.future_index = None if future is None else future.groupby(columns[0], sort=False, dropna=False).indices
 
     def __call__(self, group: pd.DataFrame) -> pd.DataFrame:
         id_column, timestamp_column, _ = self.columns
@@ -86,16 +88,10 @@ class ForecastBuckets:
         group = pa.Table.from_pandas(group.drop(columns=[BUCKET]), preserve_index=False).to_pandas(ignore_metadata=True)
         if self.csv_input and pd.api.types.is_datetime64_dtype(group[timestamp_column]):
             group[timestamp_column] = group[timestamp_column].astype("datetime64[ns]")  # as pandas parses CSV
-        group = _parse_timestamps(group, timestamp_column)
-        order = list(pd.unique(group[id_column]))
-        future = None
-        if self.future is not None:
-            positions = [self.future_index[k] for k in order if k in self.future_index]
-            rows = np.concatenate(positions) if positions else np.array([], dtype=int)
-            future = self.future.iloc[np.sort(rows)].reset_index(drop=True)
-        forecasts, errors = self.forecaster(group, future)
-        forecasts = _order_like(_finish_frame(forecasts, self.job, self.columns), id_column, timestamp_column, order)
-        errors = _complete_errors(order, forecasts, errors, id_column)
+        # parsed here too (the forecaster parses again, at no cost): error rows take its dtype
+        group = parse_text_timestamps(group, timestamp_column)
+        result = forecast_chunk(group, self.job, self.columns, self.forecaster, self.future)
+        forecasts, errors = result.forecasts, result.errors
         names = [id_column, timestamp_column, *self.job.output_columns]
         if forecasts.empty:
             forecasts = pd.DataFrame({
@@ -131,7 +127,7 @@ def _input_order(path: Path, id_column: str) -> list:
     seen: dict = {}
     for frame in iter_frames(path, columns=[id_column], id_column=id_column):
         for value in pd.unique(frame[id_column]):
-            seen.setdefault(_id_key(value), value)
+            seen.setdefault(id_key(value), value)
     return list(seen.values())
 
 
@@ -157,11 +153,11 @@ def run_forecast_ray(
     to_directory = job.output.suffix == ""
     if not to_directory:
         file_format(job.output)
-    columns = _resolve_columns(job, input_columns(job.input))
+    columns = resolve_job_columns(job, input_columns(job.input))
     id_column, timestamp_column, _ = columns
     order = _input_order(job.input, id_column)
     buckets = max(1, math.ceil(len(order) / job.batch_size))
-    future, _ = _load_future(job, id_column)
+    future = load_future(job, id_column)
 
     owns_ray = not ray.is_initialized()
     if owns_ray:
@@ -214,8 +210,6 @@ def _split(frame: pd.DataFrame, id_column: str) -> tuple[pd.DataFrame, list]:
 
 def _write_file(job: ForecastJob, dataset, columns: tuple, order: list) -> ForecastSummary:
     """Collect on the driver, restore input order, write through the local engine's parts + merge."""
-    from tsmojo.validation import SeriesError
-
     id_column, timestamp_column, _ = columns
     pieces, errors = [], []
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -224,38 +218,38 @@ def _write_file(job: ForecastJob, dataset, columns: tuple, order: list) -> Forec
             pieces.append(forecasts)
         errors += batch_errors
     forecasts = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame()
-    forecasts = _order_like(forecasts, id_column, timestamp_column, order)
-    reasons = {_id_key(series_id): reason for series_id, reason in errors}
+    forecasts = order_forecasts(forecasts, id_column, timestamp_column, order)
+    reasons = {id_key(series_id): reason for series_id, reason in errors}
     produced = set()
     if len(forecasts):
-        produced = {_id_key(v) for v in pd.unique(forecasts[id_column])}
+        produced = {id_key(v) for v in pd.unique(forecasts[id_column])}
     sidecar = Sidecar(job.sidecar)
-    sidecar.start(_fingerprint(job, columns, len(order)), resume=False)
-    starts = _series_starts(forecasts, id_column)
+    sidecar.start(job_fingerprint(job, columns, len(order)), resume=False)
+    rows_of = _series_rows(forecasts, id_column)
     num_chunks = 0
     for index in range(0, max(len(order), 1), job.batch_size):
         chunk_ids = order[index : index + job.batch_size]
-        keys = [_id_key(v) for v in chunk_ids]
-        rows = [starts[k] for k in keys if k in starts]
+        keys = [id_key(v) for v in chunk_ids]
+        rows = [rows_of[k] for k in keys if k in rows_of]
         part = forecasts.iloc[np.concatenate([np.arange(a, b) for a, b in rows])] if rows else forecasts.iloc[:0]
         chunk_errors = [SeriesError(v, reasons[k]) for v, k in zip(chunk_ids, keys, strict=True) if k in reasons]
         chunk_errors += [SeriesError(v, "no forecast was returned for this series")
                          for v, k in zip(chunk_ids, keys, strict=True) if k not in reasons and k not in produced]
         sidecar.write(num_chunks, part.reset_index(drop=True), chunk_errors, len(chunk_ids))
         num_chunks += 1
-    summary = _merge(job, sidecar, num_chunks, columns, plot_ids=[])
+    summary = write_output(job, sidecar, num_chunks, columns)
     sidecar.remove()
     return summary
 
 
-def _series_starts(forecasts: pd.DataFrame, id_column: str) -> dict:
+def _series_rows(forecasts: pd.DataFrame, id_column: str) -> dict:
     """{id key: (first row, end row)} of a frame whose series are contiguous."""
     if forecasts.empty:
         return {}
     codes, uniques = pd.factorize(forecasts[id_column], use_na_sentinel=False)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    starts = series_starts(codes)
     ends = np.r_[starts[1:], len(codes)]
-    return {_id_key(uniques[codes[s]]): (s, e) for s, e in zip(starts, ends, strict=True)}
+    return {id_key(uniques[codes[s]]): (s, e) for s, e in zip(starts, ends, strict=True)}
 
 
 def _forecast_rows(batch: pd.DataFrame) -> pd.DataFrame:
@@ -276,18 +270,12 @@ def _write_dataset(job: ForecastJob, dataset, columns: tuple, order: list) -> Fo
     materialized.map_batches(_forecast_rows, batch_format="pandas").write_parquet(str(output))
     failed = materialized.map_batches(_error_rows, batch_format="pandas", fn_kwargs={"id_column": id_column})
     failed = failed.to_pandas()
-    rank = {_id_key(v): i for i, v in enumerate(order)}
+    rank = {id_key(v): i for i, v in enumerate(order)}
     errors = sorted(
-        ((_json_id(a), b) for a, b in zip(failed[id_column], failed[ERROR], strict=True)),
-        key=lambda error: rank.get(_id_key(error[0]), -1),
+        ((json_id(a), b) for a, b in zip(failed[id_column], failed[ERROR], strict=True)),
+        key=lambda error: rank.get(id_key(error[0]), -1),
     )
     num_series = len(order)
-    errors_path = job.errors_path
-    if errors:
-        tmp = errors_path.with_name(f".{errors_path.name}.tmp")
-        pd.DataFrame(errors, columns=[id_column, "reason"]).to_csv(tmp, index=False, lineterminator="\n")
-        atomic_replace(tmp, errors_path)
-    else:
-        errors_path.unlink(missing_ok=True)
-    return ForecastSummary(output=output, errors_path=errors_path if errors else None, num_series=num_series,
+    errors_path = write_errors_file(job.errors_path, id_column, errors)
+    return ForecastSummary(output=output, errors_path=errors_path, num_series=num_series,
                            num_forecast=num_series - len(errors), num_errors=len(errors), seconds=0.0)

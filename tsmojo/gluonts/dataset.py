@@ -9,14 +9,8 @@ import numpy as np
 import pandas as pd
 from gluonts.dataset.field_names import FieldName
 
-from tsmojo.validation import (
-    FREQ_ATTR,
-    period_freq,
-    raise_for_errors,
-    resolve_columns,
-    validate_future_frame,
-    validate_long_frame,
-)
+from tsmojo.frames import FREQ_ATTR, raise_for_errors, resolve_columns, validate_future_frame, validate_long_frame
+from tsmojo.frequency import period_freq
 
 __all__ = ["entry_to_input", "frame_to_entries", "to_period"]
 
@@ -42,29 +36,27 @@ def entry_to_input(entry: dict, prediction_length: int | None = None, training: 
     target = np.asarray(entry[FieldName.TARGET], dtype=float)
     length = target.shape[-1]
     item: dict = {"target": target, "past_covariates": {}, "future_covariates": {}}
-    known = entry.get(FieldName.FEAT_DYNAMIC_REAL)
-    if known is not None:
-        known = np.asarray(known, dtype=float).reshape(-1, np.shape(known)[-1])
-        needed = length if training else length + (prediction_length or 0)
-        if known.shape[1] < needed:
-            raise ValueError(
-                f"item {entry.get(FieldName.ITEM_ID)!r}: feat_dynamic_real has {known.shape[1]} steps, "
-                f"needs {needed} (the target's {length} plus prediction_length)"
-            )
-        for k, row in enumerate(known):
-            item["past_covariates"][f"feat_dynamic_real_{k}"] = row[:length]
-            item["future_covariates"][f"feat_dynamic_real_{k}"] = row[length:needed]
-    past = entry.get(FieldName.PAST_FEAT_DYNAMIC_REAL)
-    if past is not None:
-        past = np.asarray(past, dtype=float).reshape(-1, np.shape(past)[-1])
-        if past.shape[1] < length:
-            raise ValueError(
-                f"item {entry.get(FieldName.ITEM_ID)!r}: past_feat_dynamic_real has {past.shape[1]} steps, "
-                f"the target {length}"
-            )
-        for k, row in enumerate(past):
-            item["past_covariates"][f"past_feat_dynamic_real_{k}"] = row[:length]
+    needed = length if training else length + (prediction_length or 0)
+    known = _dynamic_rows(entry, FieldName.FEAT_DYNAMIC_REAL, needed, f"needs {needed} (the target's {length} plus prediction_length)")
+    for k, row in enumerate(known):
+        item["past_covariates"][f"feat_dynamic_real_{k}"] = row[:length]
+        item["future_covariates"][f"feat_dynamic_real_{k}"] = row[length:needed]
+    past = _dynamic_rows(entry, FieldName.PAST_FEAT_DYNAMIC_REAL, length, f"the target {length}")
+    for k, row in enumerate(past):
+        item["past_covariates"][f"past_feat_dynamic_real_{k}"] = row[:length]
     return item
+
+
+def _dynamic_rows(entry: dict, name: str, needed: int, requirement: str) -> np.ndarray:
+    """The rows (K, steps) of a dynamic-feature field of ``entry`` (none when absent), checked to
+    span at least ``needed`` steps; ``requirement`` words the need in the error."""
+    values = entry.get(name)
+    if values is None:
+        return np.zeros((0, needed))
+    rows = np.asarray(values, dtype=float).reshape(-1, np.shape(values)[-1])
+    if rows.shape[1] < needed:
+        raise ValueError(f"item {entry.get(FieldName.ITEM_ID)!r}: {name} has {rows.shape[1]} steps, {requirement}")
+    return rows
 
 
 def frame_to_entries(

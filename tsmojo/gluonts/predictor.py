@@ -15,7 +15,8 @@ from gluonts.model.predictor import Predictor
 from tsmojo.gluonts.dataset import entry_to_input
 from tsmojo.hardware import dtype_name
 from tsmojo.model import TSMojoModel
-from tsmojo.pipeline import TSMojoPipeline, _parse_task
+from tsmojo.pipeline import TSMojoPipeline
+from tsmojo.tasks import parse_task
 
 __all__ = ["TSMojoPredictor"]
 
@@ -84,14 +85,13 @@ class TSMojoPredictor(Predictor):
         tasks = []
         for i, entry in enumerate(entries):
             try:
-                tasks.append(_parse_task(entry_to_input(entry, h), i))
+                tasks.append(parse_task(entry_to_input(entry, h), i))
             except ValueError as exc:
                 item = entry.get(FieldName.ITEM_ID, i)
                 raise ValueError(f"item {item!r}: {str(exc).removeprefix(f'input {i}: ')}") from None
-        model_quantiles = self.pipeline._forecast_tasks(
-            tasks, h, self.batch_size, self.context_length, self.cross_learning
+        quantiles, means = self.pipeline.forecast_tasks(
+            tasks, h, self.quantile_levels, self.batch_size, self.context_length, self.cross_learning
         )
-        quantiles, means = self.pipeline._summarise(model_quantiles, self.quantile_levels)
         forecasts = []
         for entry, q, mean in zip(entries, quantiles, means, strict=True):
             arrays = np.concatenate([q, mean[..., None]], axis=-1)  # (D, H, K+1)

@@ -18,7 +18,10 @@ Kernels:
   dk, dv are added with atomics into the buffers written by ``_bwd_kv_kernel`` (it runs first).
 
 Saved for the backward: q, k, v, k_fade, v_fade, key_valid, memory_index, the output and the
-log-sum-exp (float32, batch x heads x T). Arithmetic is float32.
+log-sum-exp (float32, batch x heads x T). Inputs may be float32 or bfloat16 (each may differ): every
+load is cast to float32 and all arithmetic is float32 (scores, softmax statistics, accumulators,
+gradient buffers); the output is written in the dtype of ``q`` and every gradient is returned in its
+input's dtype.
 """
 
 from __future__ import annotations
@@ -284,7 +287,11 @@ def _prepare(memory_index: torch.Tensor, key_valid: torch.Tensor, length: int, c
 
 
 class _BMojoAttention(torch.autograd.Function):
+    # custom_fwd / custom_bwd: the backward runs under the forward's CUDA autocast state. Inputs are
+    # not cast (the kernels read float32 or bfloat16 and compute in float32); on CPU (the interpreter)
+    # CUDA autocast is off and the decorators do nothing.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale):
         batch, heads, length, dim = q.shape
         q_, k_, v_, kf_, vf_ = (t.contiguous() for t in (q, k, v, k_fade, v_fade))
@@ -304,6 +311,7 @@ class _BMojoAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_out):
         q, k, v, kf, vf, valid, memory, out, lse = ctx.saved_tensors
         window, chunk_size, scale = ctx.window, ctx.chunk_size, ctx.scale

@@ -15,7 +15,7 @@ def ssd_scan_naive(
 ) -> torch.Tensor:
     """Run the scan one step at a time in float32; O(T) sequential steps, for testing only."""
     with torch.autocast(x.device.type, enabled=False):
-        return _scan(x, dt, A, B, C)
+        return _scan(x.float(), dt.float(), A.float(), B.float(), C.float()).to(x.dtype)
 
 
 def _scan(x, dt, A, B, C):

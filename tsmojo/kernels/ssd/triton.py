@@ -18,7 +18,9 @@ Kernels (grid ``(batch * chunks, heads)`` unless noted):
   gradient of the outgoing state.
 
 Nothing but the inputs is saved for the backward: the chunk states are recomputed (two cheap kernels).
-All arithmetic is float32.
+Inputs may be float32 or bfloat16 (each may differ): every load is cast to float32, all arithmetic,
+the states and the decays are float32, ``y`` is written in the dtype of ``x`` and every gradient is
+returned in its input's dtype.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def _chunk_scan_fwd_kernel(
     y += tl.exp(cs)[:, None] * tl.dot(Cm, tl.trans(S), input_precision=_IEEE)
     tl.store(
         y_ptr + b * s_xb + t[:, None] * s_xt + h * s_xh + offs_p[None, :] * s_xp,
-        y, mask=tmask[:, None] & pmask[None, :],
+        y.to(y_ptr.dtype.element_ty), mask=tmask[:, None] & pmask[None, :],
     )
 
 
@@ -273,12 +275,16 @@ def _state_pass(inputs: torch.Tensor, log_decay: torch.Tensor, out: torch.Tensor
 
 
 class _SSDScan(torch.autograd.Function):
+    # custom_fwd / custom_bwd: the backward runs under the forward's CUDA autocast state. Inputs are
+    # not cast (the kernels read float32 or bfloat16 and compute in float32); on CPU (the interpreter)
+    # CUDA autocast is off and the decorators do nothing.
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, x, dt, A, B, C, chunk_size):
         x_, dt_, A_, B_, C_ = (t.contiguous() for t in (x, dt, A, B, C))
         batch, length, heads, head_dim = x_.shape
         states, _ = _states(x_, dt_, A_, B_, chunk_size)
-        y = torch.empty(x_.shape, device=x.device, dtype=torch.float32)
+        y = torch.empty_like(x_)  # written in x's dtype by the kernel, which accumulates in float32
         num_chunks = states.shape[1]
         _chunk_scan_fwd_kernel[(batch * num_chunks, heads)](
             x_, dt_, A_, B_, C_, states, y,
@@ -288,9 +294,10 @@ class _SSDScan(torch.autograd.Function):
         )
         ctx.save_for_backward(x_, dt_, A_, B_, C_)
         ctx.chunk_size = chunk_size
-        return y.to(x.dtype)
+        return y
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, dy):
         x, dt, A, B, C = ctx.saved_tensors
         chunk_size = ctx.chunk_size

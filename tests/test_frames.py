@@ -1,4 +1,4 @@
-"""tsmojo.validation: the series checks shared by predict_df, the GluonTS helpers and the CLI."""
+"""tsmojo.frames: the series checks shared by predict_df, the GluonTS helpers and the CLI."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsmojo.validation import (
+from tsmojo.frames import (
     FREQ_ATTR,
     SeriesError,
-    future_timestamps,
-    normalize_freq,
-    period_freq,
     raise_for_errors,
     resolve_columns,
+    series_starts,
     validate_future_frame,
     validate_long_frame,
 )
@@ -88,44 +86,6 @@ def test_integer_index_and_short_series_borrow_frequency():
 def test_missing_column_is_a_frame_error():
     with pytest.raises(ValueError, match="not found"):
         validate_long_frame(_frame(), "unique_id", "ds", ["target"])
-
-
-@pytest.mark.parametrize(
-    ("alias", "expected"),
-    [("H", "h"), ("h", "h"), ("T", "min"), ("15T", "15min"), ("min", "min"), ("MS", "MS"), ("W-SUN", "W-SUN"),
-     ("W", "W-SUN"), ("B", "B"), ("QS-DEC", "QS-DEC"), ("M", "ME"), ("A-DEC", "YE-DEC"), ("D", "D")],
-)  # fmt: skip
-def test_normalize_freq_accepts_old_and_new_aliases(alias, expected):
-    assert normalize_freq(alias).freqstr == expected
-
-
-@pytest.mark.parametrize(
-    ("freq", "last", "expected"),
-    [
-        ("MS", "2020-11-01", ["2020-12-01", "2021-01-01", "2021-02-01"]),
-        ("W-SUN", "2021-01-03", ["2021-01-10", "2021-01-17", "2021-01-24"]),
-        ("B", "2021-01-08", ["2021-01-11", "2021-01-12", "2021-01-13"]),  # Friday -> Monday
-        ("QS-DEC", "2020-12-01", ["2021-03-01", "2021-06-01", "2021-09-01"]),
-        ("H", "2021-01-01 22:00", ["2021-01-01 23:00", "2021-01-02 00:00", "2021-01-02 01:00"]),
-    ],
-)
-def test_future_timestamps(freq, last, expected):
-    got = future_timestamps(pd.Timestamp(last), freq, 3)
-    assert list(got) == [pd.Timestamp(x) for x in expected]
-
-
-def test_future_timestamps_integer_index():
-    assert list(future_timestamps(9, 1, 3)) == [10, 11, 12]
-
-
-def test_period_freq_for_start_anchored_offsets():
-    assert period_freq("MS") == "M"
-    assert period_freq("QS-DEC") == "Q-NOV"
-    assert period_freq("YS") == "Y-DEC"
-    assert period_freq("W-SUN") == "W-SUN"
-    assert period_freq("H") == "h"
-    stamp = pd.Timestamp("2020-12-01")
-    assert pd.Period(stamp, freq=period_freq("QS-DEC")).to_timestamp() == stamp
 
 
 def test_resolve_columns_detects_conventions():
@@ -228,7 +188,8 @@ def test_calendar_frequencies_are_inferred_and_checked_exactly():
 
 
 def test_calendar_check_prefers_plain_offsets_survives_dst_and_infers_little(monkeypatch):
-    import tsmojo.validation as validation
+    import tsmojo.frames as frames
+    import tsmojo.frequency as frequency
 
     def series(series_id, stamps):
         stamps = pd.DatetimeIndex(stamps)
@@ -249,9 +210,16 @@ def test_calendar_check_prefers_plain_offsets_survives_dst_and_infers_little(mon
 
     # One gappy series among many monthly ones: a handful of inferences, not one per series.
     calls = []
-    counting = validation.infer_freq
-    monkeypatch.setattr(validation, "infer_freq", lambda stamps: calls.append(1) or counting(stamps))
+    counting = frequency.infer_freq
+    for module in (frames, frequency):  # inferred per series, and over the whole frame
+        monkeypatch.setattr(module, "infer_freq", lambda stamps: calls.append(1) or counting(stamps))
     months = [series(f"m{i}", pd.date_range("2019-01-31", periods=24, freq="ME")) for i in range(200)]
     gappy = series("gappy", pd.date_range("2019-01-31", periods=24, freq="ME").delete(7))
     _, errors = validate_long_frame(pd.concat([gappy, *months]), "unique_id", "ds", ["y"])
     assert [e.series_id for e in errors] == ["gappy"] and len(calls) <= 5
+
+
+def test_series_starts():
+    assert series_starts(np.array(["a", "a", "b", "c", "c", "c"])).tolist() == [0, 2, 3]
+    assert series_starts(np.array([7])).tolist() == [0]
+    assert series_starts(np.array([], dtype=object)).tolist() == []

@@ -1,0 +1,91 @@
+"""Context length: the API uses what it is asked for up to the model's maximum, warns beyond it,
+and the bundled model stays finite and sane far beyond its longest training context."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tsmojo import TSMojoModel
+from tsmojo.config import TSMojoConfig
+from tsmojo.pipeline import BUNDLED_DIR, TSMojoPipeline
+
+
+def seasonal_walk(length: int, period: int = 24, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return 100 + 10 * np.sin(2 * np.pi * t / period) + np.cumsum(rng.normal(scale=0.3, size=length))
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline() -> TSMojoPipeline:
+    torch.manual_seed(0)
+    config = TSMojoConfig.tiny(context_length=64, max_context_length=256, scale_window=32)
+    return TSMojoPipeline(TSMojoModel(config), dtype="float32")
+
+
+def test_context_length_is_honoured_up_to_the_maximum(tiny_pipeline):
+    series = [seasonal_walk(400)]
+    short, _ = tiny_pipeline.predict(series, prediction_length=8, context_length=64)
+    default, _ = tiny_pipeline.predict(series, prediction_length=8)
+    longer, _ = tiny_pipeline.predict(series, prediction_length=8, context_length=200)
+    np.testing.assert_array_equal(short[0], default[0])  # the default is the config's context_length
+    assert not np.allclose(longer[0], short[0])  # 200 points were used, not cut back to 64
+    same_as_cut, _ = tiny_pipeline.predict([series[0][-200:]], prediction_length=8)
+    cut, _ = tiny_pipeline.predict([series[0][-200:]], prediction_length=8, context_length=200)
+    np.testing.assert_allclose(cut[0], longer[0], rtol=1e-5, atol=1e-5)
+    assert same_as_cut[0].shape == cut[0].shape
+
+
+def test_context_beyond_the_maximum_warns_once_and_uses_the_maximum(tiny_pipeline):
+    tiny_pipeline._warned_context = False  # a fresh pipeline's state
+    series = [seasonal_walk(400)]
+    with pytest.warns(UserWarning, match="exceeds this model's maximum of 256 points: the last 256"):
+        over, _ = tiny_pipeline.predict(series, prediction_length=8, context_length=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second call is silent
+        tiny_pipeline.predict(series, prediction_length=8, context_length=1000)
+    at_max, _ = tiny_pipeline.predict(series, prediction_length=8, context_length=256)
+    np.testing.assert_array_equal(over[0], at_max[0])
+
+
+def test_scale_window_sets_the_scale_on_the_recent_past():
+    config = TSMojoConfig.tiny(scale_window=8)
+    model = TSMojoModel(config)
+    context = torch.cat([torch.full((1, 100), 1000.0), torch.arange(8.0)[None]], dim=1)
+    loc, scale = model.scale_stats(context)
+    assert loc.item() == pytest.approx(3.5) and scale.item() == pytest.approx(np.std(np.arange(8.0)), rel=1e-5)
+    gaps = context.clone()
+    gaps[:, -8:] = float("nan")  # nothing observed in the window: the whole context sets the scale
+    loc, _ = model.scale_stats(gaps)
+    assert loc.item() == pytest.approx(1000.0)
+
+
+def longest_training_context(model_dir) -> int:
+    summary = json.loads((model_dir / "training_summary.json").read_text())
+    stages = summary["pretrain_config"].get("context_curriculum")
+    if stages is None:  # recipes before the curriculum list stopped at 1,024 points
+        return 1024
+    return max(max(stage["lengths"]) for stage in stages)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "config.json").is_file()))
+def test_bundled_model_is_finite_and_sane_at_four_times_its_longest_training_context(name):
+    pipeline = TSMojoPipeline.from_pretrained(name)
+    length = 4 * longest_training_context(BUNDLED_DIR / name)
+    length = min(length, pipeline.model.config.max_context_length)
+    period = 24
+    series = seasonal_walk(length, period=period)
+    quantiles, mean = pipeline.predict([series], prediction_length=48, context_length=length)
+    assert np.isfinite(quantiles[0]).all() and np.isfinite(mean[0]).all()
+    median = quantiles[0][0, :, 4]  # (targets, steps, levels): the 0.5 level of the one target
+    spread = series[-4 * period :].max() - series[-4 * period :].min()
+    # Sane: the median stays within the recent range widened by its spread, and it follows the
+    # daily cycle (correlates with the last observed cycle) rather than drifting off.
+    assert series[-4 * period :].min() - spread < median.min() and median.max() < series[-4 * period :].max() + spread
+    last_cycles = np.concatenate([series[-period:], series[-period:]])
+    assert np.corrcoef(median, last_cycles)[0, 1] > 0.8

@@ -1,0 +1,215 @@
+"""Fine-tuning a model on tasks: the training stream, the validation batches, the Lightning run.
+
+:meth:`tsmojo.TSMojoPipeline.fit` (and through it the GluonTS estimator) parses its data into
+tasks (:func:`training_tasks`) and calls :func:`fine_tune`, which trains a copy of the model with
+:class:`tsmojo.lightning_module.TSMojoLightningModule` and keeps the weights with the best
+validation WQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+
+from tsmojo.frames import prepare_frame
+from tsmojo.lightning_module import TSMojoLightningModule
+from tsmojo.model import TSMojoModel
+from tsmojo.tasks import Task, parse_inputs
+
+__all__ = ["KeepBest", "WindowStream", "collate_windows", "fine_tune", "training_tasks", "validation_batches"]
+
+
+def training_tasks(
+    data,
+    known_covariates: Sequence[str] | None = None,
+    id_column: str | None = None,
+    timestamp_column: str | None = None,
+    target: str | Sequence[str] | None = None,
+    freq: str | int | None = None,
+    fill_gaps: bool = False,
+) -> list[Task]:
+    """Tasks of ``fit``'s training or validation data: a long frame (validated as in ``predict_df``;
+    ``known_covariates`` names its known-future columns) or ``predict``'s list format, where a
+    known-future covariate only needs values over the target's span."""
+    if isinstance(data, pd.DataFrame):
+        return prepare_frame(
+            data, None, id_column, timestamp_column, target, 1, freq, fill_gaps, known_covariates
+        ).tasks
+    return parse_inputs(data, training=True)
+
+
+def collate_windows(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Windows of :meth:`tsmojo.tasks.Task.window` as one batch (see :mod:`tsmojo.lightning_module`):
+    contexts left-padded with NaN to the longest, one group per window."""
+    width = max(1, max(c.shape[1] for c, _, _ in windows))
+    context = np.concatenate(
+        [np.pad(c, ((0, 0), (width - c.shape[1], 0)), constant_values=np.nan) for c, _, _ in windows]
+    )
+    groups = np.concatenate([np.full(len(r), g) for g, (_, _, r) in enumerate(windows)])
+    return {
+        "context": torch.as_tensor(context, dtype=torch.float32),
+        "future": torch.as_tensor(np.concatenate([f for _, f, _ in windows]), dtype=torch.float32),
+        "roles": torch.as_tensor(np.concatenate([r for _, _, r in windows]), dtype=torch.long),
+        "group_ids": torch.as_tensor(groups, dtype=torch.long),
+    }
+
+
+class WindowStream(torch.utils.data.IterableDataset):
+    """Endless batches of random training windows: a random task, a random cut point that leaves
+    at least one context point and (when the series is long enough) a full horizon after it."""
+
+    def __init__(self, tasks: list[Task], horizon: int, context_length: int, batch_size: int, seed: int) -> None:
+        usable = [t for t in tasks if t.length >= 2]
+        if not usable:
+            raise ValueError("fit needs at least one series with 2 or more points")
+        if len(usable) < len(tasks):
+            dropped = len(tasks) - len(usable)
+            warnings.warn(f"fit: {dropped} training series with a single point are not used", stacklevel=4)
+        self.tasks, self.horizon, self.context_length = usable, horizon, context_length
+        self.batch_size, self.seed = batch_size, seed
+        lengths = np.array([t.length for t in usable], dtype=float)
+        self.weights = np.sqrt(lengths) / np.sqrt(lengths).sum()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            windows = []
+            for index in rng.choice(len(self.tasks), size=self.batch_size, p=self.weights):
+                task = self.tasks[index]
+                low = min(task.length - 1, 16)
+                high = max(low, task.length - self.horizon)
+                end = int(rng.integers(low, high + 1))
+                windows.append(task.window(end, self.horizon, self.context_length))
+            yield collate_windows(windows)
+
+
+def validation_batches(
+    tasks: list[Task], horizon: int, context_length: int, batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches scoring each validation series on its last ``horizon`` points."""
+    windows = [t.window(t.length - horizon, horizon, context_length) for t in tasks if t.length > horizon]
+    if not windows:
+        raise ValueError(f"validation series must be longer than prediction_length={horizon}")
+    if len(windows) < len(tasks):
+        warnings.warn(
+            f"fit: {len(tasks) - len(windows)} validation series not longer than prediction_length={horizon} "
+            "are not scored",
+            stacklevel=4,
+        )
+    for start in range(0, len(windows), batch_size):
+        yield collate_windows(windows[start : start + batch_size])
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.items[index]
+
+
+class KeepBest(pl.Callback):
+    """Keeps (in memory) the weights with the lowest ``val_wql`` seen so far, and every score."""
+
+    def __init__(self) -> None:
+        self.state: dict | None = None
+        self.score = math.inf
+        self.history: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val_wql")
+        if value is None or trainer.sanity_checking:
+            return
+        value = float(value)
+        self.history.append(value)
+        if value < self.score:
+            self.score = value
+            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def fine_tune(
+    model: TSMojoModel,
+    tasks: list[Task],
+    validation_tasks: list[Task] | None,
+    prediction_length: int,
+    num_steps: int = 500,
+    learning_rate: float = 1e-4,
+    batch_size: int = 32,
+    trainable: str = "all",
+    context_length: int | None = None,
+    warmup_steps: int | None = None,
+    weight_decay: float = 0.01,
+    validate_every: int = 50,
+    patience: int | None = None,
+    seed: int = 0,
+    output_dir: str | Path | None = None,
+    trainer_kwargs: dict | None = None,
+) -> tuple[TSMojoModel, dict]:
+    """Train a copy of ``model`` (``model`` is left untouched); see :meth:`tsmojo.TSMojoPipeline.fit`
+    for the arguments. Returns the trained copy (float32, in training mode, every weight
+    trainable) and its history: ``{"best_val_wql", "val_wql" (every check), "steps"}``."""
+    device = next(model.parameters()).device
+    model = copy.deepcopy(model).float().train()
+    config = model.config
+    context_length = min(context_length or config.context_length, config.max_context_length)
+    warmup_steps = max(1, num_steps // 10) if warmup_steps is None else warmup_steps
+    module = TSMojoLightningModule(
+        model,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        max_steps=num_steps,
+        trainable=trainable,
+    )
+    train_data = WindowStream(tasks, prediction_length, context_length, batch_size, seed)
+    loader_kwargs = {"batch_size": None, "num_workers": 0}
+    train_loader = torch.utils.data.DataLoader(train_data, **loader_kwargs)
+    callbacks: list = []
+    val_loader = None
+    best = KeepBest()
+    if validation_tasks:
+        batches = list(validation_batches(validation_tasks, prediction_length, context_length, batch_size))
+        val_loader = torch.utils.data.DataLoader(_ListDataset(batches), **loader_kwargs)
+        callbacks.append(best)
+        if patience is not None:
+            callbacks.append(pl.callbacks.EarlyStopping(monitor="val_wql", mode="min", patience=patience))
+    with contextlib.ExitStack() as stack:
+        root = output_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tsmojo-fit-"))
+        stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+        torch.manual_seed(seed)
+        kwargs = {
+            "max_steps": num_steps,
+            "accelerator": "gpu" if device.type == "cuda" else "cpu",
+            "devices": [device.index or 0] if device.type == "cuda" else 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(root),
+            "num_sanity_val_steps": 0,
+            "check_val_every_n_epoch": None,
+            "val_check_interval": min(validate_every, num_steps),
+            "limit_val_batches": None if val_loader is not None else 0,
+            "callbacks": callbacks,
+        }
+        kwargs.update(trainer_kwargs or {})
+        trainer = pl.Trainer(**kwargs)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    if best.state is not None:
+        model.load_state_dict(best.state)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model, {"best_val_wql": best.score, "val_wql": best.history, "steps": trainer.global_step}
