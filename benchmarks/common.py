@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tsmojo.data.real import shared_datasets_dir
+from tsmojo.frequency import normalize_freq, period_freq
 from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -108,12 +110,6 @@ REPRODUCIBLE_SEASONAL_NAIVE: frozenset[str] = frozenset(
 SEASONAL_NAIVE_NAMES = ("seasonal_naive", "seasonal-naive")
 
 
-def shared_datasets_dir() -> Path:
-    """Root of the shared datasets: ``$TSMOJO_SHARED_DATASETS`` or ``<repo>/../shared/datasets``."""
-    env = os.environ.get("TSMOJO_SHARED_DATASETS")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets"
-
-
 def published_results_path() -> Path:
     env = os.environ.get("TSMOJO_PUBLISHED_RESULTS")
     return Path(env) if env else shared_datasets_dir().parent / "anchors" / "published_results.csv"
@@ -163,13 +159,15 @@ class EvalDataset:
 
 
 def _period_freq(freq: str | None) -> str:
-    """A pandas Period alias for a meta.json frequency ('MS' -> 'M', 'QS' -> 'Q', 'YS' -> 'Y')."""
+    """The ``pd.Period`` frequency of a meta.json frequency (``MS`` -> ``M``, ``QS`` -> ``Q-DEC``...),
+    as :func:`tsmojo.frequency.period_freq` gives it; days where meta.json names none."""
     if not freq:
         return "D"
     # Business-day Periods are deprecated in pandas; the calendar is irrelevant to the metrics
     # (the seasonality is explicit), so business days become days.
-    aliases = {"MS": "M", "QS": "Q", "YS": "Y", "AS": "Y", "QS-JAN": "Q", "YS-JAN": "Y", "B": "D"}
-    return aliases.get(freq, freq)
+    if isinstance(normalize_freq(freq), pd.offsets.BusinessDay):
+        return "D"
+    return period_freq(freq)
 
 
 def _read_folder(folder: Path, prefix: str = "") -> tuple[dict, list[str], list[pd.Period], list[np.ndarray]]:

@@ -51,6 +51,7 @@ by published). Outputs: ``benchmarks/results/<output-name>.csv`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -60,7 +61,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,6 +251,7 @@ class WindowInput:
 
     @property
     def item_ids(self) -> list:
+        """The window's items, in fev's order (the order its predictions must follow)."""
         return list(pd.unique(self.past[ID]))
 
 
@@ -527,6 +529,21 @@ def model_runs(
     return runs, info
 
 
+@contextlib.contextmanager
+def datasets_cache_in(directory: Path) -> Iterator[None]:
+    """Point the ``datasets`` cache at ``directory`` while fev loads a task: ``datasets`` turns every
+    parquet file it reads into an Arrow copy in its cache (``~/.cache/huggingface`` by default),
+    and the pivoted multivariate files get a fresh path each run, so the copies would pile up."""
+    import datasets
+
+    previous = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = directory
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_CACHE = previous
+
+
 def evaluate_task(
     spec: CovariateTask, runs: Sequence[ModelRun], workdir: str | Path, verbose: bool = True
 ) -> list[dict]:
@@ -535,7 +552,8 @@ def evaluate_task(
     ``seconds``: wall time of the model's forecasts over all windows (fev's input conversion and
     the scoring excluded)."""
     task = make_fev_task(spec, workdir)
-    task.load_full_dataset()
+    with datasets_cache_in(Path(workdir) / "hf-datasets-cache"):
+        task.load_full_dataset()
     predictions: dict[str, list] = {run.key: [] for run in runs}
     seconds = dict.fromkeys(predictions, 0.0)
     for window in task.iter_windows():
@@ -664,6 +682,13 @@ def markdown_report(frame: pd.DataFrame, tasks: Sequence[str], command: str, set
         "Measured rows are divided by the measured seasonal naive, published rows (fev-bench, fev 0.8.0) by the "
         "published one. gmean: geometric mean over the tasks ('-' where a task is missing). Lower is better.",
         "",
+        f"Rows: `{setup.get('name', 'tsmojo')}` is `predict_df` with the known covariates (history in `df`, forecast "
+        "window in `future_df`); `(target only)` is the same call on the target columns alone (a multivariate task's "
+        "targets stay one group in both); `(univariate)` forecasts each target dimension on its own; the seasonal "
+        "naive is fev-bench's (statsforecast, last 1,000 points); `MSTL + AutoARIMA-X` is statsforecast MSTL "
+        "(seasonalities 24 and 168 on hourly data) with an AutoARIMA on the seasonally adjusted series that takes the "
+        "known covariates as regressors, one fit per target dimension and window.",
+        "",
         "## SQL relative to seasonal naive",
         "",
         metric_table(frame, tasks, "rel_SQL", True),
@@ -746,14 +771,17 @@ def readme_row(frame: pd.DataFrame, tasks: Sequence[str], setup: dict) -> str:
 # Command line
 # ----------------------------------------------------------------------------------------------
 def default_data_dir() -> Path:
+    """``$TSMOJO_SHARED_DATASETS/covariates`` (``tsmojo.data.real.shared_datasets_dir``)."""
     return shared_datasets_dir() / "covariates"
 
 
 def default_published_path() -> Path:
+    """The published fev-bench scores: ``<shared>/anchors/covariates_published.csv``."""
     return shared_datasets_dir().parent / "anchors" / "covariates_published.csv"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line options (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="folder of task folders (default: shared covariates)")
     parser.add_argument("--published", default=None, help="published anchors CSV (default: shared anchors)")
@@ -803,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     output_dir.mkdir(parents=True, exist_ok=True)
     columns = ["task", "model", *METRICS, "uses_covariates", "source", "seconds"]
     columns += [f"rel_{m}" for m in METRICS]
-    frame[columns].to_csv(output_dir / f"{args.output_name}.csv", index=False, float_format="%.8g")
+    frame[columns].to_csv(output_dir / f"{args.output_name}.csv", index=False, float_format="%.10g")
     report = markdown_report(frame, names, command, setup, total)
     (output_dir / f"{args.output_name}.md").write_text(report)
 

@@ -22,8 +22,8 @@ from benchmarks.common import (
     quantile_forecasts,
     score_forecasts,
     seasonal_naive_values,
-    shared_datasets_dir,
 )
+from tsmojo.data.real import shared_datasets_dir
 
 needs_data = pytest.mark.skipif(
     not (shared_datasets_dir() / "eval" / "hospital" / "data.parquet").is_file()

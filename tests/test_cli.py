@@ -37,9 +37,9 @@ def run_cli(*args, cwd=None, env=None, check_rc: int | None = 0) -> subprocess.C
         timeout=300,
     )
     if check_rc is not None:
-        assert result.returncode == check_rc, (
-            f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
+        assert (
+            result.returncode == check_rc
+        ), f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result
 
 

@@ -127,3 +127,15 @@ def test_metrics_match_gluonts():
     errors = np.abs(labels - forecasts[..., 4])
     assert mase(errors.ravel(), np.repeat(scales, 6)) == pytest.approx(expected["MASE"], rel=1e-12)
     assert weighted_quantile_loss(labels, forecasts, levels) == pytest.approx(expected["WQL"], rel=1e-12)
+
+
+def test_training_loss_is_the_models():
+    from tsmojo import model
+
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(4, 6, 21, generator=generator), torch.randn(4, 6, generator=generator)
+    weight = (torch.rand(4, 6, generator=generator) > 0.3).float()
+    levels = torch.linspace(0.01, 0.99, 21)
+    assert torch.equal(
+        pinball_loss(prediction, target, levels, weight), model.pinball_loss(prediction, target, levels, weight)
+    )

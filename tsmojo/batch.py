@@ -258,10 +258,13 @@ class LocalForecaster:
 
     @property
     def pipeline(self):
+        """The pipeline, loaded on first use (each Ray actor loads its own)."""
         if self._pipeline is None:
             from tsmojo.pipeline import TSMojoPipeline
 
-            self._pipeline = TSMojoPipeline.from_pretrained(self.job.model, device=self.job.device, dtype=self.job.dtype)
+            self._pipeline = TSMojoPipeline.from_pretrained(
+                self.job.model, device=self.job.device, dtype=self.job.dtype
+            )
         return self._pipeline
 
     def _predict(self, history: pd.DataFrame, future: pd.DataFrame | None) -> pd.DataFrame:
@@ -352,6 +355,7 @@ class FutureCovariates:
 
     @classmethod
     def of(cls, frame: pd.DataFrame, id_column: str) -> FutureCovariates:
+        """Index the rows of ``frame`` by series."""
         return cls(frame, frame.groupby(id_column, sort=False, dropna=False).indices)
 
     def of_series(self, series_ids: Iterable) -> pd.DataFrame:
@@ -386,33 +390,6 @@ def order_forecasts(forecasts: pd.DataFrame, id_column: str, timestamp_column: s
         pd.factorize(forecasts["target_name"])[0] if "target_name" in forecasts.columns else np.zeros(len(keys), int)
     )
     return forecasts.iloc[np.lexsort((stamps, targets, keys))].reset_index(drop=True)
-
-
-def _finish_frame(forecasts: pd.DataFrame, job: ForecastJob, columns: tuple[str, str, list[str]]) -> pd.DataFrame:
-    """Select and name the output columns: id, timestamp, [target_name], predictions, quantiles."""
-    id_column, timestamp_column, _ = columns
-    if forecasts.empty:
-        return forecasts
-    by_level = columns_by_level(forecasts.columns)
-    quantile_names = []
-    renames = {}
-    for q in job.quantiles:
-        source = by_level.get(round(q, 9))
-        if source is None:
-            raise RuntimeError(f"the pipeline returned no column for quantile {q} (columns {list(forecasts.columns)})")
-        renames[source] = quantile_column(q)
-        quantile_names.append(quantile_column(q))
-    frame = forecasts.rename(columns=renames)
-    keep = [id_column, timestamp_column]
-    if "target_name" in frame.columns and len(columns[2]) > 1:
-        keep.append("target_name")
-    keep += ["predictions", *quantile_names]
-    frame = frame[keep]
-    # The model computes in float32: more digits would be noise (and double the file size).
-    frame = frame.astype({name: "float32" for name in ["predictions", *quantile_names]})
-    if job.nixtla_names:
-        frame = frame.rename(columns=nixtla_names(job.quantiles))
-    return frame.reset_index(drop=True)
 
 
 def _finish_frame(forecasts: pd.DataFrame, job: ForecastJob, columns: tuple[str, str, list[str]]) -> pd.DataFrame:

@@ -108,13 +108,45 @@ def _add_model_options(parser: argparse.ArgumentParser, default_batch: int = 256
     )
 
 
+# Per command: its line in `tsmojo --help`, its description, its examples, and what its input file is.
+COMMAND_TEXTS = {
+    "forecast": (
+        "forecast every series of a CSV/Parquet file",
+        "Forecast every series of a long-format CSV or Parquet file (streamed in chunks).",
+        FORECAST_EPILOG,
+        "long-format .csv or .parquet file, rows grouped by series",
+    ),
+    "evaluate": (
+        "rolling-origin backtest: MASE, WQL, SQL",
+        "Rolling-origin backtest of the model on the series of a file.",
+        EVALUATE_EPILOG,
+        "long-format .csv or .parquet file",
+    ),
+    "plot": (
+        "fan charts (PNG) of forecasts",
+        "PNG fan charts: history, median, 10-90%% and 1-99%% bands.",
+        PLOT_EPILOG,
+        "the history: long-format .csv or .parquet file",
+    ),
+}
+
+
+def _add_command(commands, name: str) -> argparse.ArgumentParser:
+    """The subcommand ``name``, whose first argument is the long-format file it reads."""
+    summary, description, epilog, input_help = COMMAND_TEXTS[name]
+    command = commands.add_parser(
+        name, help=summary, epilog=epilog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    command.add_argument("input", type=Path, help=input_help)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="tsmojo",
         description="Zero-shot probabilistic time-series forecasting.",
         epilog=MAIN_EPILOG,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from tsmojo import __version__
     from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS
@@ -122,14 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tsmojo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    forecast = commands.add_parser(
-        "forecast",
-        help="forecast every series of a CSV/Parquet file",
-        epilog=FORECAST_EPILOG,
-        description="Forecast every series of a long-format CSV or Parquet file (streamed in chunks).",
-        formatter_class=formatter,
-    )
-    forecast.add_argument("input", type=Path, help="long-format .csv or .parquet file, rows grouped by series")
+    forecast = _add_command(commands, "forecast")
     forecast.add_argument("-o", "--output", type=Path, required=True, help="forecasts file, .csv or .parquet")
     forecast.add_argument("-H", "--horizon", type=_positive_int, required=True, help="steps to forecast")
     _add_data_options(forecast)
@@ -165,14 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nixtla-names", action="store_true", help="name columns tsmojo, tsmojo-q-10, ... (Nixtla style)")
     run.add_argument("--no-plot", action="store_true", help="do not write OUTPUT-stem.png")
 
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="rolling-origin backtest: MASE, WQL, SQL",
-        epilog=EVALUATE_EPILOG,
-        description="Rolling-origin backtest of the model on the series of a file.",
-        formatter_class=formatter,
-    )
-    evaluate.add_argument("input", type=Path, help="long-format .csv or .parquet file")
+    evaluate = _add_command(commands, "evaluate")
     evaluate.add_argument("-H", "--horizon", type=_positive_int, required=True, help="steps per window")
     evaluate.add_argument("--windows", type=_positive_int, default=1, help="windows per series (default: 1)")
     evaluate.add_argument("--step", type=_positive_int, help="distance between window starts (default: H)")
@@ -182,14 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(evaluate)
     _add_model_options(evaluate)
 
-    plot = commands.add_parser(
-        "plot",
-        help="fan charts (PNG) of forecasts",
-        epilog=PLOT_EPILOG,
-        description="PNG fan charts: history, median, 10-90%% and 1-99%% bands.",
-        formatter_class=formatter,
-    )
-    plot.add_argument("input", type=Path, help="the history: long-format .csv or .parquet file")
+    plot = _add_command(commands, "plot")
     plot.add_argument("-f", "--forecasts", type=Path, help="forecasts from `tsmojo forecast`; default: forecast now")
     which = plot.add_mutually_exclusive_group(required=True)
     which.add_argument("--ids", help="comma-separated series ids")
@@ -230,7 +241,6 @@ def _read_all(path: Path, id_column: str | None):
     if not path.is_file():
         raise InputError(f"{path} does not exist")
     if id_column is None:
-
         try:
             id_column = resolve_columns(pd.DataFrame(columns=input_columns(path)))[0]
         except ValueError:

@@ -13,6 +13,8 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.01, *[round(0.05 * i, 2) for i in rang
 
 # Fields older checkpoints carry that no model reads: "dropout" was saved but never applied.
 RETIRED_FIELDS = ("dropout",)
+# What a config saved before a field existed meant by its absence: the architecture it was trained with.
+LEGACY_VALUES = {"scale_window": 0, "rotary_max_period": None, "seasonal_hint": False}
 
 
 @dataclass
@@ -44,6 +46,9 @@ class TSMojoConfig:
     max_context_length: int = 16384  # longest context the API feeds the model; longer ones are cut
     scale_window: int = 512  # time steps at the end of the context that set location and scale (0: all)
     rotary_max_period: float | None = 32.0  # longest rotary period in patches (None: base-10000 rotary)
+    seasonal_hint: bool = True  # feed each token the value one detected period earlier (tsmojo.seasonality)
+    hint_max_period: int = 1024  # longest period, in time steps, the detection considers
+    hint_window: int = 4096  # time steps at the end of the context the detection reads
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
     innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training
 
@@ -84,7 +89,7 @@ class TSMojoConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TSMojoConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k not in RETIRED_FIELDS}
+        values = {**LEGACY_VALUES, **{k: v for k, v in values.items() if k not in RETIRED_FIELDS}}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown TSMojoConfig fields: {sorted(unknown)}")

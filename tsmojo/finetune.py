@@ -1,7 +1,7 @@
 """Fine-tuning a model on tasks: the training stream, the validation batches, the Lightning run.
 
 :meth:`tsmojo.TSMojoPipeline.fit` (and through it the GluonTS estimator) parses its data into
-tasks (:func:`training_tasks`) and calls :func:`fine_tune`, which trains a copy of the model with
+tasks and calls :func:`fine_tune`, which trains a copy of the model with
 :class:`tsmojo.lightning_module.TSMojoLightningModule` and keeps the weights with the best
 validation WQL.
 """
@@ -13,39 +13,26 @@ import copy
 import math
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 
-from tsmojo.frames import prepare_frame
 from tsmojo.lightning_module import TSMojoLightningModule
 from tsmojo.model import TSMojoModel
-from tsmojo.tasks import Task, parse_inputs
+from tsmojo.tasks import Task
 
-__all__ = ["KeepBest", "WindowStream", "collate_windows", "fine_tune", "training_tasks", "validation_batches"]
-
-
-def training_tasks(
-    data,
-    known_covariates: Sequence[str] | None = None,
-    id_column: str | None = None,
-    timestamp_column: str | None = None,
-    target: str | Sequence[str] | None = None,
-    freq: str | int | None = None,
-    fill_gaps: bool = False,
-) -> list[Task]:
-    """Tasks of ``fit``'s training or validation data: a long frame (validated as in ``predict_df``;
-    ``known_covariates`` names its known-future columns) or ``predict``'s list format, where a
-    known-future covariate only needs values over the target's span."""
-    if isinstance(data, pd.DataFrame):
-        return prepare_frame(
-            data, None, id_column, timestamp_column, target, 1, freq, fill_gaps, known_covariates
-        ).tasks
-    return parse_inputs(data, training=True)
+__all__ = [
+    "FitOptions",
+    "KeepBest",
+    "WindowStream",
+    "collate_windows",
+    "fine_tune",
+    "validation_batches",
+]
 
 
 def collate_windows(windows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -140,39 +127,48 @@ class KeepBest(pl.Callback):
             self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """How :func:`fine_tune` trains; the meaning of each field is in :meth:`tsmojo.TSMojoPipeline.fit`."""
+
+    num_steps: int
+    learning_rate: float
+    batch_size: int
+    trainable: str
+    context_length: int | None
+    warmup_steps: int | None
+    weight_decay: float
+    validate_every: int
+    patience: int | None
+    seed: int
+    output_dir: str | Path | None
+    trainer_kwargs: dict | None
+
+
 def fine_tune(
     model: TSMojoModel,
     tasks: list[Task],
     validation_tasks: list[Task] | None,
     prediction_length: int,
-    num_steps: int = 500,
-    learning_rate: float = 1e-4,
-    batch_size: int = 32,
-    trainable: str = "all",
-    context_length: int | None = None,
-    warmup_steps: int | None = None,
-    weight_decay: float = 0.01,
-    validate_every: int = 50,
-    patience: int | None = None,
-    seed: int = 0,
-    output_dir: str | Path | None = None,
-    trainer_kwargs: dict | None = None,
+    options: FitOptions,
 ) -> tuple[TSMojoModel, dict]:
-    """Train a copy of ``model`` (``model`` is left untouched); see :meth:`tsmojo.TSMojoPipeline.fit`
-    for the arguments. Returns the trained copy (float32, in training mode, every weight
-    trainable) and its history: ``{"best_val_wql", "val_wql" (every check), "steps"}``."""
+    """Train a copy of ``model`` (``model`` is left untouched) on windows of ``tasks``, keeping
+    the weights with the best WQL on the last ``prediction_length`` points of ``validation_tasks``.
+    Returns the trained copy (float32, in training mode, every weight trainable) and its history:
+    ``{"best_val_wql", "val_wql" (every check), "steps"}``."""
     device = next(model.parameters()).device
     model = copy.deepcopy(model).float().train()
     config = model.config
-    context_length = min(context_length or config.context_length, config.max_context_length)
-    warmup_steps = max(1, num_steps // 10) if warmup_steps is None else warmup_steps
+    num_steps, batch_size, seed = options.num_steps, options.batch_size, options.seed
+    context_length = min(options.context_length or config.context_length, config.max_context_length)
+    warmup_steps = max(1, num_steps // 10) if options.warmup_steps is None else options.warmup_steps
     module = TSMojoLightningModule(
         model,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
+        learning_rate=options.learning_rate,
+        weight_decay=options.weight_decay,
         warmup_steps=warmup_steps,
         max_steps=num_steps,
-        trainable=trainable,
+        trainable=options.trainable,
     )
     train_data = WindowStream(tasks, prediction_length, context_length, batch_size, seed)
     loader_kwargs = {"batch_size": None, "num_workers": 0}
@@ -184,10 +180,10 @@ def fine_tune(
         batches = list(validation_batches(validation_tasks, prediction_length, context_length, batch_size))
         val_loader = torch.utils.data.DataLoader(_ListDataset(batches), **loader_kwargs)
         callbacks.append(best)
-        if patience is not None:
-            callbacks.append(pl.callbacks.EarlyStopping(monitor="val_wql", mode="min", patience=patience))
+        if options.patience is not None:
+            callbacks.append(pl.callbacks.EarlyStopping(monitor="val_wql", mode="min", patience=options.patience))
     with contextlib.ExitStack() as stack:
-        root = output_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tsmojo-fit-"))
+        root = options.output_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tsmojo-fit-"))
         stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
         torch.manual_seed(seed)
         kwargs = {
@@ -201,11 +197,11 @@ def fine_tune(
             "default_root_dir": str(root),
             "num_sanity_val_steps": 0,
             "check_val_every_n_epoch": None,
-            "val_check_interval": min(validate_every, num_steps),
+            "val_check_interval": min(options.validate_every, num_steps),
             "limit_val_batches": None if val_loader is not None else 0,
             "callbacks": callbacks,
         }
-        kwargs.update(trainer_kwargs or {})
+        kwargs.update(options.trainer_kwargs or {})
         trainer = pl.Trainer(**kwargs)
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     if best.state is not None:

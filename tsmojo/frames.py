@@ -312,7 +312,9 @@ def _check_target_values(
         k = table.position[series_id]
         if table.has_inf[k]:
             first_inf = b + int(np.argmax(np.isinf(table.values[b:e]).any(axis=1)))
-            problems.report(series_id, f"target holds infinite values (first at {frame[timestamp_column].iloc[first_inf]})")
+            problems.report(
+                series_id, f"target holds infinite values (first at {frame[timestamp_column].iloc[first_inf]})"
+            )
         elif not table.observed[k].all():
             empty = [c for c, ok in zip(target_columns, table.observed[k], strict=True) if not ok]
             problems.report(series_id, f"no observed value in target {empty[0]!r} (all NaN or no rows)")
@@ -338,9 +340,7 @@ def _series_frequencies(
     stamps = frame[timestamp_column]
     calendar = {}
     if table.steps_known and not integer_index and len(table.ids):
-        calendar = calendar_frequencies(
-            stamps, table.ids, table.boundaries, table.min_step, table.max_step, offset
-        )
+        calendar = calendar_frequencies(stamps, table.ids, table.boundaries, table.min_step, table.max_step, offset)
     freqs: dict[object, pd.DateOffset | int | None] = {}
     regular: set = set()
     inferred: dict[tuple, pd.DateOffset | int | None] = {}  # the inference of one constant step

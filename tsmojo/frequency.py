@@ -43,7 +43,7 @@ def normalize_freq(freq: str | pd.DateOffset | int | None) -> pd.DateOffset | in
     warnings. Integers (the step of an integer time index) and ``None`` pass through."""
     if freq is None or isinstance(freq, pd.DateOffset):
         return freq
-    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
+    if isinstance(freq, int | np.integer) and not isinstance(freq, bool):
         if freq < 1:
             raise ValueError(f"an integer frequency must be >= 1, got {freq}")
         return int(freq)
@@ -86,11 +86,11 @@ def period_freq(freq: str | pd.DateOffset) -> str:
     if isinstance(offset, int):
         raise ValueError("an integer time index has no period frequency")
     n = offset.n if offset.n != 1 else ""
-    if isinstance(offset, (pd.offsets.MonthBegin, pd.offsets.BusinessMonthBegin, pd.offsets.SemiMonthBegin)):
+    if isinstance(offset, pd.offsets.MonthBegin | pd.offsets.BusinessMonthBegin | pd.offsets.SemiMonthBegin):
         return f"{n}M"
-    if isinstance(offset, (pd.offsets.QuarterBegin, pd.offsets.BQuarterBegin)):
+    if isinstance(offset, pd.offsets.QuarterBegin | pd.offsets.BQuarterBegin):
         return f"{n}Q-{_MONTHS[(offset.startingMonth - 2) % 12]}"
-    if isinstance(offset, (pd.offsets.YearBegin, pd.offsets.BYearBegin)):
+    if isinstance(offset, pd.offsets.YearBegin | pd.offsets.BYearBegin):
         return f"{n}Y-{_MONTHS[(offset.month - 2) % 12]}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -189,7 +189,7 @@ def calendar_frequencies(
 
     Series left out (irregular, too short to infer, duplicates...) take the per-series checks,
     which also word their errors."""
-    if isinstance(given, (int, pd.offsets.Tick)):
+    if isinstance(given, int | pd.offsets.Tick):
         return {}  # fixed steps: the constant-step test already covers them
     ends = np.r_[boundaries[1:], len(stamps)]
     if given is None:  # too short to infer from: they borrow the most common frequency later
@@ -218,7 +218,7 @@ def calendar_frequencies(
         # Infer from the first unresolved series, then test every unresolved series at once.
         first = unresolved[0]
         candidate = infer_freq(stamps.iloc[boundaries[first] : ends[first]])
-        if candidate is None or isinstance(candidate, (int, pd.offsets.Tick)):
+        if candidate is None or isinstance(candidate, int | pd.offsets.Tick):
             unresolved = unresolved[1:]  # left to the per-series checks
             continue
         plain = _PLAIN_CALENDAR.get(type(candidate))

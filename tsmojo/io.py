@@ -295,9 +295,11 @@ class Sidecar:
         return self.directory / "manifest.json"
 
     def part(self, index: int) -> Path:
+        """The forecast rows of chunk ``index``."""
         return self.directory / f"part-{index:06d}.parquet"
 
     def marker(self, index: int) -> Path:
+        """Chunk ``index``'s errors and counts; it exists once the chunk is finished."""
         return self.directory / f"part-{index:06d}.json"
 
     def start(self, fingerprint: dict, resume: bool) -> int:
@@ -320,6 +322,7 @@ class Sidecar:
         return 0
 
     def finished_chunks(self) -> int:
+        """How many chunks, from the first on, are finished."""
         index = 0
         while self.marker(index).is_file() and self.part(index).is_file():
             index += 1
@@ -331,6 +334,7 @@ class Sidecar:
         atomic_replace(tmp, path)
 
     def write(self, index: int, forecasts: pd.DataFrame, errors: list, num_series: int) -> None:
+        """Write chunk ``index`` (part first, marker last, each atomically)."""
         table = pa.Table.from_pandas(forecasts, preserve_index=False)
         tmp = self.part(index).with_name(self.part(index).name + ".tmp")
         pq.write_table(table, tmp)
@@ -342,9 +346,11 @@ class Sidecar:
         self._write_json(self.marker(index), payload)
 
     def read_marker(self, index: int) -> dict:
+        """``{"num_series", "errors": [[id, reason], ...]}`` of a finished chunk."""
         return json.loads(self.marker(index).read_text())
 
     def remove(self) -> None:
+        """Delete the sidecar directory and everything in it."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -354,7 +360,7 @@ def json_id(value):
         return value.item()
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str | int | float | bool):
         return value
     return str(value)
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from tsmojo.config import TSMojoConfig
 from tsmojo.layers import BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
+from tsmojo.seasonality import detect_period, seasonal_hint
 
 TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
@@ -85,6 +86,13 @@ class TSMojoModel(nn.Module):
         self.role_embedding = nn.Embedding(3, d)
         self.future_embedding = nn.Parameter(torch.zeros(d))
         self.register_token = nn.Parameter(torch.randn(d) * 0.02)
+        if config.seasonal_hint:
+            # Starts at zero, so a model trained without the hint keeps its forecasts when the
+            # hint is added and training continues (pretrain --init-from).
+            self.hint_embed = ResidualMLP(2 * p, config.d_ff // 4, d)
+            for layer in (self.hint_embed.out, self.hint_embed.skip):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
         self.final_norm = RMSNorm(d)
         self.head = ResidualMLP(d, config.d_ff, p * len(config.quantiles))
@@ -126,6 +134,14 @@ class TSMojoModel(nn.Module):
     @staticmethod
     def from_model_space(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return loc + scale * torch.sinh(z.clamp(-_MAX_ASINH, _MAX_ASINH))
+
+    def embed_hint(self, scaled: torch.Tensor, horizon: int) -> torch.Tensor:
+        """Tokens (B, L / p + horizon / p, d) of the seasonal-naive hint of each patch."""
+        cfg = self.config
+        period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+        hint = seasonal_hint(scaled, period, horizon).view(scaled.shape[0], -1, cfg.patch_size)
+        known = ~torch.isnan(hint)
+        return self.hint_embed(torch.cat([torch.nan_to_num(hint, nan=0.0), known.float()], dim=-1))
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -177,6 +193,8 @@ class TSMojoModel(nn.Module):
         present = ~torch.isnan(patches)
         with full_precision(device):  # bf16 would round the scaled inputs to 3 significant digits
             tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
+            if cfg.seasonal_hint:
+                tokens = tokens + self.embed_hint(scaled, horizon)
         tokens = tokens + self.role_embedding(roles)[:, None, :]
         context_tokens, future_tokens = tokens.split([num_context, num_future], dim=1)
         register = self.register_token.expand(batch, 1, -1)

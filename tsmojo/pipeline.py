@@ -291,9 +291,7 @@ class TSMojoPipeline:
                 raise ValueError("give prediction_length (or a future_df to take it from)")
             id_name = id_column or resolve_columns(df, id_column, timestamp_column, target)[0]
             prediction_length = int(future_df.groupby(id_name).size().max())
-        prepared = prepare_frame(
-            df, future_df, id_column, timestamp_column, target, prediction_length, freq, fill_gaps
-        )
+        prepared = prepare_frame(df, future_df, id_column, timestamp_column, target, prediction_length, freq, fill_gaps)
         return self.forecast_frame(
             prepared, prediction_length, quantile_levels, batch_size, context_length, cross_learning
         )
@@ -369,21 +367,15 @@ class TSMojoPipeline:
                 Lightning may write; by default a temporary directory that is removed.
             trainer_kwargs: extra ``lightning.pytorch.Trainer`` arguments.
         """
-        from tsmojo.finetune import fine_tune, training_tasks  # lazy: pulls in Lightning
+        from tsmojo.finetune import FitOptions, fine_tune  # lazy: pulls in Lightning
 
-        frame_options = dict(
-            known_covariates=known_covariates,
-            id_column=id_column,
-            timestamp_column=timestamp_column,
-            target=target,
-            freq=freq,
-            fill_gaps=fill_gaps,
-        )
-        model, fit_history = fine_tune(
-            self.model,
-            training_tasks(inputs, **frame_options),
-            None if validation is None else training_tasks(validation, **frame_options),
-            prediction_length,
+        def tasks_of(data) -> list[Task]:
+            if isinstance(data, pd.DataFrame):
+                frame_options = dict(freq=freq, fill_gaps=fill_gaps, known_covariates=known_covariates)
+                return prepare_frame(data, None, id_column, timestamp_column, target, **frame_options).tasks
+            return parse_inputs(data, training=True)  # known-future values over the target's span suffice
+
+        options = FitOptions(
             num_steps=num_steps,
             learning_rate=learning_rate,
             batch_size=batch_size,
@@ -397,6 +389,9 @@ class TSMojoPipeline:
             output_dir=output_dir,
             trainer_kwargs=trainer_kwargs,
         )
+        tasks = tasks_of(inputs)
+        validation_tasks = None if validation is None else tasks_of(validation)
+        model, fit_history = fine_tune(self.model, tasks, validation_tasks, prediction_length, options)
         tuned = TSMojoPipeline(model.to(self.device).eval(), dtype=self.dtype)
         tuned.fit_history = fit_history
         if output_dir is not None:

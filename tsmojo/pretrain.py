@@ -287,11 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         loaded = TSMojoModel.from_pretrained(args.init_from)
         # Settings that leave every weight's shape alone (scaling window, rotary periods, context
         # limits, memory sizes) may change with the new schedule; a shape change cannot load.
+        # Turning the seasonal hint on adds its embedding, which starts at zero.
         model = TSMojoModel(TSMojoConfig.from_dict({**loaded.config.to_dict(), **config.model}))
         try:
-            model.load_state_dict(loaded.state_dict())
+            missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
         except RuntimeError as error:
             raise SystemExit(f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}")
+        added = [k for k in missing if not k.startswith("hint_embed.")]
+        if added or unexpected:
+            raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
         source = _read_summary(args.init_from)
         carried = {"steps_before": int(source.get("steps", 0)), "init_from": str(args.init_from),

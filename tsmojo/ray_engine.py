@@ -94,20 +94,24 @@ class ForecastBuckets:
         forecasts, errors = result.forecasts, result.errors
         names = [id_column, timestamp_column, *self.job.output_columns]
         if forecasts.empty:
-            forecasts = pd.DataFrame({
-                id_column: pd.Series(dtype=group[id_column].dtype),
-                timestamp_column: pd.Series(dtype=group[timestamp_column].dtype),
-                **{n: pd.Series(dtype="float32") for n in names[2:]},
-            })
+            forecasts = pd.DataFrame(
+                {
+                    id_column: pd.Series(dtype=group[id_column].dtype),
+                    timestamp_column: pd.Series(dtype=group[timestamp_column].dtype),
+                    **{n: pd.Series(dtype="float32") for n in names[2:]},
+                }
+            )
         forecasts[ERROR] = pd.Series([None] * len(forecasts), dtype=object)
         if errors:
             filler = forecasts[timestamp_column].iloc[0] if len(forecasts) else group[timestamp_column].iloc[0]
-            failed = pd.DataFrame({
-                id_column: pd.Series([e.series_id for e in errors], dtype=group[id_column].dtype),
-                timestamp_column: pd.Series([filler] * len(errors), dtype=forecasts[timestamp_column].dtype),
-                **{n: np.full(len(errors), np.nan, dtype="float32") for n in names[2:]},
-                ERROR: [e.reason for e in errors],
-            })
+            failed = pd.DataFrame(
+                {
+                    id_column: pd.Series([e.series_id for e in errors], dtype=group[id_column].dtype),
+                    timestamp_column: pd.Series([filler] * len(errors), dtype=forecasts[timestamp_column].dtype),
+                    **{n: np.full(len(errors), np.nan, dtype="float32") for n in names[2:]},
+                    ERROR: [e.reason for e in errors],
+                }
+            )
             forecasts = pd.concat([forecasts, failed], ignore_index=True)
         return forecasts
 
@@ -161,8 +165,13 @@ def run_forecast_ray(
 
     owns_ray = not ray.is_initialized()
     if owns_ray:
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = not job.quiet
@@ -171,8 +180,13 @@ def run_forecast_ray(
         use_gpu = gpus > 0 and job.device in {"auto", "cuda"}
         replicas = actors or (gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // 2))
         job_dict = dataclasses.asdict(job)
-        job_dict.update(input=str(job.input), output=str(job.output), resume=False, errors=[],
-                        future_covariates=None if job.future_covariates is None else str(job.future_covariates))
+        job_dict.update(
+            input=str(job.input),
+            output=str(job.output),
+            resume=False,
+            errors=[],
+            future_covariates=None if job.future_covariates is None else str(job.future_covariates),
+        )
         if not use_gpu and job.device == "auto":
             job_dict["device"] = "cpu"
         dataset = (
@@ -203,8 +217,10 @@ def run_forecast_ray(
 
 def _split(frame: pd.DataFrame, id_column: str) -> tuple[pd.DataFrame, list]:
     failed = frame[ERROR].notna()
-    errors = [(series_id, reason) for series_id, reason in zip(frame.loc[failed, id_column], frame.loc[failed, ERROR],
-                                                               strict=True)]
+    errors = [
+        (series_id, reason)
+        for series_id, reason in zip(frame.loc[failed, id_column], frame.loc[failed, ERROR], strict=True)
+    ]
     return frame.loc[~failed].drop(columns=[ERROR]), errors
 
 
@@ -233,8 +249,11 @@ def _write_file(job: ForecastJob, dataset, columns: tuple, order: list) -> Forec
         rows = [rows_of[k] for k in keys if k in rows_of]
         part = forecasts.iloc[np.concatenate([np.arange(a, b) for a, b in rows])] if rows else forecasts.iloc[:0]
         chunk_errors = [SeriesError(v, reasons[k]) for v, k in zip(chunk_ids, keys, strict=True) if k in reasons]
-        chunk_errors += [SeriesError(v, "no forecast was returned for this series")
-                         for v, k in zip(chunk_ids, keys, strict=True) if k not in reasons and k not in produced]
+        chunk_errors += [
+            SeriesError(v, "no forecast was returned for this series")
+            for v, k in zip(chunk_ids, keys, strict=True)
+            if k not in reasons and k not in produced
+        ]
         sidecar.write(num_chunks, part.reset_index(drop=True), chunk_errors, len(chunk_ids))
         num_chunks += 1
     summary = write_output(job, sidecar, num_chunks, columns)
@@ -277,5 +296,11 @@ def _write_dataset(job: ForecastJob, dataset, columns: tuple, order: list) -> Fo
     )
     num_series = len(order)
     errors_path = write_errors_file(job.errors_path, id_column, errors)
-    return ForecastSummary(output=output, errors_path=errors_path, num_series=num_series,
-                           num_forecast=num_series - len(errors), num_errors=len(errors), seconds=0.0)
+    return ForecastSummary(
+        output=output,
+        errors_path=errors_path,
+        num_series=num_series,
+        num_forecast=num_series - len(errors),
+        num_errors=len(errors),
+        seconds=0.0,
+    )

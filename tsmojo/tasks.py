@@ -186,7 +186,7 @@ def parse_task(item, index: int, training: bool = False) -> Task:
 
 def parse_inputs(inputs, training: bool = False) -> list[Task]:
     """``predict``'s whole input (a list of tasks, one dict, or a 1-D/2-D/3-D array) -> tasks."""
-    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+    if isinstance(inputs, np.ndarray | torch.Tensor):
         array = inputs
         if array.ndim == 1:
             inputs = [array]

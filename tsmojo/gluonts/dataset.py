@@ -37,7 +37,9 @@ def entry_to_input(entry: dict, prediction_length: int | None = None, training: 
     length = target.shape[-1]
     item: dict = {"target": target, "past_covariates": {}, "future_covariates": {}}
     needed = length if training else length + (prediction_length or 0)
-    known = _dynamic_rows(entry, FieldName.FEAT_DYNAMIC_REAL, needed, f"needs {needed} (the target's {length} plus prediction_length)")
+    known = _dynamic_rows(
+        entry, FieldName.FEAT_DYNAMIC_REAL, needed, f"needs {needed} (the target's {length} plus prediction_length)"
+    )
     for k, row in enumerate(known):
         item["past_covariates"][f"feat_dynamic_real_{k}"] = row[:length]
         item["future_covariates"][f"feat_dynamic_real_{k}"] = row[length:needed]

@@ -1,0 +1,82 @@
+"""Seasonal period detection and the seasonal-naive hint (tsmojo/seasonality.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tsmojo import TSMojoModel
+from tsmojo.config import TSMojoConfig
+from tsmojo.seasonality import detect_period, seasonal_hint
+
+
+def rows(length: int = 1000, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    cases = [
+        np.sin(2 * np.pi * t / 24) + 0.05 * rng.normal(size=length),  # a daily cycle
+        rng.normal(size=length),  # white noise: no period
+        np.cumsum(rng.normal(size=length)),  # a random walk: no period
+        np.sin(2 * np.pi * t / 7) + 0.01 * t,  # a weekly cycle on a trend
+        np.sin(2 * np.pi * t / 24) + 2 * np.sin(2 * np.pi * t / 168) + 0.1 * rng.normal(size=length),
+    ]
+    return torch.tensor(np.stack(cases), dtype=torch.float32)
+
+
+def test_detects_the_cycle_and_nothing_in_noise_or_walks():
+    periods = detect_period(rows(), max_period=1024, window=4096, min_correlation=0.2)
+    assert periods.tolist() == [24, 0, 0, 7, 24]
+
+
+def test_detection_ignores_left_padding_and_missing_values():
+    x = rows()
+    padded = torch.cat([torch.full((x.shape[0], 333), float("nan")), x], dim=1)
+    holes = x.clone()
+    holes[:, 100:110] = float("nan")
+    expected = detect_period(x, 1024, 4096, 0.2)
+    assert torch.equal(detect_period(padded, 1024, 4096, 0.2), expected)
+    assert torch.equal(detect_period(holes, 1024, 4096, 0.2), expected)
+
+
+def test_short_series_find_no_spurious_cycle():
+    rng = np.random.default_rng(1)
+    short = torch.tensor(np.cumsum(rng.normal(size=(200, 30)), axis=1), dtype=torch.float32)
+    assert (detect_period(short, 1024, 4096, 0.2) == 0).float().mean() > 0.95
+
+
+def test_hint_is_the_value_one_period_back_then_the_last_cycle_repeated():
+    scaled = torch.arange(10.0)[None]
+    hint = seasonal_hint(scaled, torch.tensor([3]), horizon=5)
+    expected = [float("nan")] * 3 + list(range(7)) + [7.0, 8.0, 9.0, 7.0, 8.0]
+    torch.testing.assert_close(hint[0], torch.tensor(expected), equal_nan=True)
+    none = seasonal_hint(scaled, torch.tensor([0]), horizon=5)
+    assert torch.isnan(none).all()
+
+
+def test_a_zero_initialised_hint_leaves_the_forecast_unchanged():
+    torch.manual_seed(0)
+    without = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=False)).eval()
+    with_hint = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True)).eval()
+    missing, unexpected = with_hint.load_state_dict(without.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("hint_embed.") for k in missing)
+    context = rows(300)
+    torch.testing.assert_close(with_hint.forecast(context, 12), without.forecast(context, 12))
+
+
+@pytest.mark.parametrize("period", [12, 24])
+def test_the_hint_carries_the_cycle_into_the_forecast_tokens(period):
+    # With a hint embedding that passes its input through, the future tokens differ between two
+    # series that differ only in their last cycle: the hint reaches the horizon.
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True)).eval()
+    t = torch.arange(400.0)
+    base = torch.sin(2 * torch.pi * t / period)
+    other = base.clone()
+    other[-period:] += 0.5
+    scaled = torch.stack([base, other])
+    a, b = model.embed_hint(scaled, horizon=16)[:, -2:].unbind(0)
+    assert torch.equal(a, b)  # zero-initialised: nothing passes yet
+    torch.nn.init.normal_(model.hint_embed.skip.weight)
+    a, b = model.embed_hint(scaled, horizon=16)[:, -2:].unbind(0)
+    assert not torch.allclose(a, b)

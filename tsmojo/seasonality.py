@@ -1,0 +1,76 @@
+"""Seasonal period detection and the seasonal-naive hint the model reads beside the values.
+
+A patch model has to rebuild a cycle from its own summary of the past, and on near-periodic
+series (hourly load, temperatures, traffic) that loses to copying the last cycle. So every row
+gets a hint: the value one detected period earlier, over the context (so the model sees how
+well the copy would have done) and over the horizon (the seasonal-naive forecast itself).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def detect_period(
+    scaled: torch.Tensor, max_period: int, window: int, min_correlation: float
+) -> torch.Tensor:
+    """Dominant seasonal period of each row, 0 where none is found.
+
+    The autocorrelation of the first differences (so trends do not mask cycles) over the last
+    ``window`` steps is computed with NaN-aware pair counts, so left padding and missing values
+    change nothing. The period is the lag in ``2 .. max_period`` (at most half the observed
+    window) with the highest local-maximum correlation, if it exceeds ``min_correlation``.
+
+    scaled: (B, L) float, NaN where missing. Returns (B,) int64.
+    """
+    batch, length = scaled.shape
+    x = scaled[:, -window:].double()
+    diff = x[:, 1:] - x[:, :-1]
+    observed = ~torch.isnan(diff)
+    count = observed.sum(-1, keepdim=True).clamp(min=1)
+    centred = torch.where(observed, diff - torch.nan_to_num(diff).sum(-1, keepdim=True) / count, 0.0)
+    mask = observed.double()
+    n = centred.shape[1]
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = torch.fft.rfft(centred, size)
+    products = torch.fft.irfft(spectrum * spectrum.conj(), size)[:, :n]
+    mask_spectrum = torch.fft.rfft(mask, size)
+    pairs = torch.fft.irfft(mask_spectrum * mask_spectrum.conj(), size)[:, :n].round()
+    correlation = products / pairs.clamp(min=1) / (products[:, :1] / pairs[:, :1].clamp(min=1)).clamp(min=1e-12)
+    lags = torch.arange(n, device=scaled.device)
+    usable = (lags >= 2) & (lags <= max_period) & (pairs >= 0.5 * count) & (pairs >= 8)
+    peak = torch.zeros_like(usable)
+    peak[:, 1:-1] = (correlation[:, 1:-1] >= correlation[:, :-2]) & (correlation[:, 1:-1] >= correlation[:, 2:])
+    # A peak must clear both the floor and the noise level of its own pair count (3 standard
+    # errors of a white-noise autocorrelation), so short yearly series do not find cycles.
+    significant = correlation > torch.clamp(3.0 / pairs.clamp(min=1).sqrt(), min=min_correlation)
+    # A cycle's differences anti-correlate at some lag before the period (half a cycle on);
+    # smooth non-periodic motion has no such dip, and its slowly decaying correlation would
+    # otherwise make the first lags look like short periods.
+    dipped = F.pad(torch.cummin(correlation[:, 1:], dim=-1).values < 0, (1, 0), value=False)
+    dipped = F.pad(dipped[:, :-1], (1, 0), value=False)  # a dip strictly before the lag
+    score = torch.where(usable & peak & significant & dipped, correlation, torch.full_like(correlation, -1.0))
+    best = score.max(-1, keepdim=True).values
+    # Multiples of a period correlate about as well as the period itself: take the shortest lag
+    # within 20% of the best, which copies the most recent cycle.
+    close = (score > 0) & (score >= 0.8 * best)
+    first = torch.where(close, lags, torch.full_like(lags, n)).min(-1).values
+    return torch.where(best[:, 0] > 0, first, torch.zeros_like(first))
+
+
+def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> torch.Tensor:
+    """The value one period earlier for every context step and the seasonal-naive forecast for
+    the ``horizon`` steps after it (the last cycle repeated); NaN where there is no period or no
+    such value.
+
+    scaled: (B, L); period: (B,) int64. Returns (B, L + horizon).
+    """
+    batch, length = scaled.shape
+    steps = torch.arange(length + horizon, device=scaled.device)
+    m = period.clamp(min=1)[:, None]
+    # Past steps read one period back; future step L + j reads L - m + (j mod m).
+    source = torch.where(steps < length, steps - m, length - m + (steps - length) % m)
+    valid = (period[:, None] > 0) & (source >= 0)
+    values = torch.gather(scaled, 1, source.clamp(min=0, max=length - 1))
+    return torch.where(valid, values, torch.full_like(values, float("nan")))
