@@ -24,11 +24,13 @@ class TSMojoConfig:
     Lengths ``window``, ``chunk_size``, ``memory_size`` and ``rotary_max_period`` count patches;
     ``context_length``, ``max_context_length`` and ``scale_window`` count time steps.
 
-    Length generalisation: ``rotary_max_period`` bounds every rotary period by a distance that
-    training contexts cover many times over, so no query-key distance (a memory token thousands
-    of patches back included) ever shows a rotary phase unseen in training. ``scale_window`` sets
-    the scaling on the recent past, so a long history does not squeeze the dynamics near the
-    forecast.
+    Length generalisation: ``scale_window`` sets the scaling on the recent past, so a long history
+    does not squeeze the dynamics near the forecast (on tsmojo-mini, whole-context scaling was the
+    main reason more context made forecasts worse). ``rotary_max_period`` can bound every rotary
+    period by a distance that training contexts cover many times over, so that no query-key
+    distance (a memory token thousands of patches back included) shows a rotary phase unseen in
+    training; retrofitted onto a trained model it cost accuracy (``recipes/mini_v2_rotary_trial.yaml``),
+    so it is off by default until a model is trained with it from scratch.
     """
 
     patch_size: int = 16  # time steps per patch token
@@ -45,7 +47,7 @@ class TSMojoConfig:
     context_length: int = 2048  # default context in time steps when the caller gives none
     max_context_length: int = 16384  # longest context the API feeds the model; longer ones are cut
     scale_window: int = 512  # time steps at the end of the context that set location and scale (0: all)
-    rotary_max_period: float | None = 32.0  # longest rotary period in patches (None: base-10000 rotary)
+    rotary_max_period: float | None = None  # longest rotary period in patches (None: base-10000 rotary)
     seasonal_hint: bool = True  # feed each token the value one detected period earlier (tsmojo.seasonality)
     hint_max_period: int = 1024  # longest period, in time steps, the detection considers
     hint_window: int = 4096  # time steps at the end of the context the detection reads

@@ -13,6 +13,7 @@ from torch import nn
 
 from tsmojo.config import TSMojoConfig
 from tsmojo.layers import BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
+from tsmojo.metrics import pinball_loss
 from tsmojo.seasonality import detect_period, seasonal_hint
 
 TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
@@ -53,21 +54,25 @@ def full_precision(device: torch.device):
 
 
 @dataclass
+class TokenMasks:
+    """Per-token masks, (B, N + 1 + F) each. ``sequence_valid``: the token takes part (observed
+    context patches, the register and every future token); ``memory_candidate``: it may enter the
+    eidetic memory (observed context patches only); ``observed``: it holds data that other rows
+    of its group may read (observed context patches, the register, future patches with known
+    values)."""
+
+    sequence_valid: torch.Tensor
+    memory_candidate: torch.Tensor
+    observed: torch.Tensor
+
+
+@dataclass
 class TSMojoOutput:
     """quantiles: (batch, steps, num_quantiles) in the data's units. loss: training loss or None."""
 
     quantiles: torch.Tensor
     loss: torch.Tensor | None = None
     quantile_loss: torch.Tensor | None = None
-
-
-def pinball_loss(
-    prediction: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
-    """Mean pinball loss. prediction (B, H, Q); target and weight (B, H); quantiles (Q,)."""
-    error = target[..., None] - prediction
-    loss = torch.maximum(quantiles * error, (quantiles - 1.0) * error)
-    return (loss.mean(-1) * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 class TSMojoModel(nn.Module):
@@ -164,70 +169,111 @@ class TSMojoModel(nn.Module):
             future_target: (B, H) truth for training; NaN entries and non-target rows are ignored.
         """
         cfg = self.config
-        batch, _ = context.shape
-        device = context.device
-        p = cfg.patch_size
+        batch, device = context.shape[0], context.device
         num_future = num_output_patches or cfg.max_output_patches
         if not 1 <= num_future <= cfg.max_output_patches:
             raise ValueError(f"num_output_patches must be in 1..{cfg.max_output_patches}, got {num_future}")
-        horizon = num_future * p
         group_ids = torch.arange(batch, device=device) if group_ids is None else group_ids.to(device)
         roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device).long()
-        context = context.float()
 
-        loc, scale = self.scale_stats(context)
+        loc, scale = self.scale_stats(context.float())  # (B, 1) each
+        patches = self.patch(context.float(), future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
+        x = self.tokens(patches, roles, num_future)  # (B, N + 1 + F, d): context, register, future
+        masks = self.masks(patches, num_future)
+        x, innovation_loss = self.encode(x, masks, GroupLayout.from_group_ids(group_ids), num_future)  # (B, F, d)
+        with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
+            prediction = self.head(self.final_norm(x.float())).view(batch, num_future * cfg.patch_size, -1)
+
+        output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
+        if future_target is not None:
+            output.quantile_loss = self.quantile_loss(prediction, future_target, roles, loc, scale)
+            output.loss = output.quantile_loss + cfg.innovation_loss_weight * innovation_loss
+        return output
+
+    def patch(
+        self,
+        context: torch.Tensor,
+        future_covariates: torch.Tensor | None,
+        roles: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        num_future: int,
+    ) -> torch.Tensor:
+        """Scaled context and known future values as patches (B, N + F, p), NaN where missing.
+
+        Patches and chunks are right-aligned: the context is left-padded to a whole number of
+        chunks of patches, so a series' tokens and chunk boundaries never depend on how much
+        padding the batch added."""
+        cfg, batch = self.config, context.shape[0]
         scaled = self.to_model_space(context, loc, scale)
-        # Right-align patches and chunks: left-pad to a whole number of chunks of patches, so a
-        # series' tokens and chunk boundaries never depend on how much padding the batch added.
-        block = p * cfg.chunk_size
+        block = cfg.patch_size * cfg.chunk_size
         scaled = F.pad(scaled, (-(-scaled.shape[1] // block) * block - scaled.shape[1], 0), value=float("nan"))
-        num_context = scaled.shape[1] // p
-
-        future = torch.full((batch, horizon), float("nan"), device=device)
+        horizon = num_future * cfg.patch_size
+        future = torch.full((batch, horizon), float("nan"), device=context.device)
         if future_covariates is not None:
             given = future_covariates.float()[:, :horizon]
             future[:, : given.shape[1]] = torch.where(
                 (roles == FUTURE_COVARIATE)[:, None], self.to_model_space(given, loc, scale), float("nan")
             )
-        patches = torch.cat([scaled, future], dim=1).view(batch, num_context + num_future, p)
+        return torch.cat([scaled, future], dim=1).view(batch, -1, cfg.patch_size)
+
+    def tokens(self, patches: torch.Tensor, roles: torch.Tensor, num_future: int) -> torch.Tensor:
+        """Embedded patches (values, presence, seasonal hint, role), with the register token
+        between context and future: (B, N + 1 + F, d)."""
+        cfg, batch = self.config, patches.shape[0]
         present = ~torch.isnan(patches)
-        with full_precision(device):  # bf16 would round the scaled inputs to 3 significant digits
+        with full_precision(patches.device):  # bf16 would round the scaled inputs to 3 significant digits
             tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
             if cfg.seasonal_hint:
-                tokens = tokens + self.embed_hint(scaled, horizon)
+                scaled = patches[:, :-num_future].reshape(batch, -1)
+                tokens = tokens + self.embed_hint(scaled, num_future * cfg.patch_size)
         tokens = tokens + self.role_embedding(roles)[:, None, :]
-        context_tokens, future_tokens = tokens.split([num_context, num_future], dim=1)
+        context_tokens, future_tokens = tokens[:, :-num_future], tokens[:, -num_future:]
         register = self.register_token.expand(batch, 1, -1)
-        x = torch.cat([context_tokens, register, future_tokens + self.future_embedding], dim=1)
+        return torch.cat([context_tokens, register, future_tokens + self.future_embedding], dim=1)
 
-        patch_observed = present.any(-1)
-        context_observed = patch_observed[:, :num_context]
-        ones = torch.ones(batch, 1 + num_future, dtype=torch.bool, device=device)
-        sequence_valid = torch.cat([context_observed, ones], dim=1)
-        memory_candidate = torch.cat([context_observed, ~ones], dim=1)
-        observed = torch.cat([context_observed, ones[:, :1], patch_observed[:, num_context:]], dim=1)
-        layout = GroupLayout.from_group_ids(group_ids)
+    @staticmethod
+    def masks(patches: torch.Tensor, num_future: int) -> TokenMasks:
+        """Which tokens are valid, may enter the eidetic memory, and are observed (see TokenMasks)."""
+        patch_observed = ~torch.isnan(patches).all(-1)
+        context_observed = patch_observed[:, :-num_future]
+        ones = torch.ones(patches.shape[0], 1 + num_future, dtype=torch.bool, device=patches.device)
+        return TokenMasks(
+            sequence_valid=torch.cat([context_observed, ones], dim=1),
+            memory_candidate=torch.cat([context_observed, ~ones], dim=1),
+            observed=torch.cat([context_observed, ones[:, :1], patch_observed[:, -num_future:]], dim=1),
+        )
 
+    def encode(
+        self, x: torch.Tensor, masks: TokenMasks, layout: GroupLayout, num_future: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The B'MOJO blocks. Returns the future tokens after the last block (B, F, d) and the mean
+        innovation loss of the blocks."""
         innovation_losses = []
-        for index, block_module in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks):
             # The head reads only the future tokens, so the last block computes only those.
-            output_from = num_context + 1 if index == len(self.blocks) - 1 else 0
-            x, innovation_loss = block_module(x, sequence_valid, memory_candidate, observed, layout, output_from)
+            output_from = x.shape[1] - num_future if index == len(self.blocks) - 1 else 0
+            x, innovation_loss = block(
+                x, masks.sequence_valid, masks.memory_candidate, masks.observed, layout, output_from
+            )
             innovation_losses.append(innovation_loss)
-        with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
-            out = self.head(self.final_norm(x[:, -num_future:].float()))
-        prediction = out.view(batch, horizon, len(cfg.quantiles))
+        return x, torch.stack(innovation_losses).mean()
 
-        output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
-        if future_target is not None:
-            target = future_target.float()[:, :horizon]
-            target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
-            weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
-            target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
-            quantile_loss = pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
-            output.quantile_loss = quantile_loss
-            output.loss = quantile_loss + cfg.innovation_loss_weight * torch.stack(innovation_losses).mean()
-        return output
+    def quantile_loss(
+        self,
+        prediction: torch.Tensor,
+        future_target: torch.Tensor,
+        roles: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Pinball loss of the target rows' observed future steps, in scaled units."""
+        horizon = prediction.shape[1]
+        target = future_target.float()[:, :horizon]
+        target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
+        weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
+        target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
+        return pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
 
     @torch.no_grad()
     def forecast(

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from tsmojo.config import TSMojoConfig
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
 from tsmojo.data.tasks import TaskMix, TaskSampler
+from tsmojo.hardware import default_precision
 from tsmojo.lightning_module import TSMojoLightningModule
 from tsmojo.model import TSMojoModel
-from tsmojo.hardware import default_precision
 
 
 @dataclass
@@ -204,7 +204,8 @@ class ThroughputAndExport(pl.Callback):
         summary["series_seen_total"] = summary.get("series_seen_total", 0) + self.series
         summary["wall_seconds_total"] = summary.get("wall_seconds_total", 0.0) + elapsed
         # Each run adds its own thread count: runs resumed with other settings must not rescale the past.
-        summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * torch.get_num_threads() * trainer.world_size
+        threads = torch.get_num_threads() * trainer.world_size
+        summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * threads
         summary["series_per_second_this_run"] = self.series / max(elapsed, 1e-9)
         (self.export_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -292,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
         except RuntimeError as error:
-            raise SystemExit(f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}")
+            raise SystemExit(
+                f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}"
+            ) from error
         added = [k for k in missing if not k.startswith("hint_embed.")]
         if added or unexpected:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
@@ -313,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = _read_summary(export_dir)
         carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
     summary: dict = {"parameters": sum(p.numel() for p in model.parameters()), "seed": config.seed,
-                     "real_series": len(real), "real_panels": len(panels), "pretrain_config": dataclasses.asdict(config), **carried}
+                     "real_series": len(real), "real_panels": len(panels),
+                     "pretrain_config": dataclasses.asdict(config), **carried}
     stream_start = carried.get("steps_before", 0) + start_step
     data = PretrainData(sampler, config, model.config.patch_size, stream_start)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")

@@ -12,9 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-def detect_period(
-    scaled: torch.Tensor, max_period: int, window: int, min_correlation: float
-) -> torch.Tensor:
+def detect_period(scaled: torch.Tensor, max_period: int, window: int, min_correlation: float) -> torch.Tensor:
     """Dominant seasonal period of each row, 0 where none is found.
 
     The autocorrelation of the first differences (so trends do not mask cycles) over the last

@@ -24,9 +24,14 @@ GRAD_MIN_COSINE = 0.99
 def setup():
     torch.manual_seed(0)
     model = TSMojoModel(TSMojoConfig.tiny(num_layers=2, memory_topk=1, memory_size=3)).to(DEVICE)
+    # The seasonal-hint embedding starts at zero, which stops the gradient to its hidden layer;
+    # a trained model's is not zero.
+    torch.nn.init.normal_(model.hint_embed.out.weight, std=0.1)
     g = torch.Generator().manual_seed(10)
     context = torch.randn(3, 70, generator=g).cumsum(-1) + 10
     context[1, :30] = float("nan")  # left padding: invalid tokens
+    # Row 2 repeats a cycle, so the seasonal hint is active (a period is detected).
+    context[2] = 10 + 3 * torch.sin(2 * torch.pi * torch.arange(70.0) / 8) + 0.05 * torch.randn(70, generator=g)
     context[2, 40:48] = float("nan")  # a fully missing patch in the middle
     future = torch.randn(3, 8, generator=g).cumsum(-1) + context[:, -1:]
     # Row 1 is a known-future covariate of row 0: the last layer's group attention then has two

@@ -48,9 +48,7 @@ def load_pretrain_series(root: Path | None = None, min_length: int = 24) -> list
     return series
 
 
-def load_pretrain_panels(
-    root: Path | None = None, min_steps: int = 256, max_variables: int = 16
-) -> list[np.ndarray]:
+def load_pretrain_panels(root: Path | None = None, min_steps: int = 256, max_variables: int = 16) -> list[np.ndarray]:
     """Aligned multivariate panels of the pretrain folder, as (variables, steps) float64 arrays.
 
     Series of one dataset form a panel when they share a timestamp grid: the variables of one

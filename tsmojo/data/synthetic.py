@@ -184,8 +184,12 @@ def arima(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     out = np.zeros((n, total))
     for t in range(3, total):
         out[:, t] = (
-            c1 * out[:, t - 1] + c2 * out[:, t - 2] + c3 * out[:, t - 3]
-            + eps[:, t] + theta[:, 0] * eps[:, t - 1] + theta[:, 1] * eps[:, t - 2]
+            c1 * out[:, t - 1]
+            + c2 * out[:, t - 2]
+            + c3 * out[:, t - 3]
+            + eps[:, t]
+            + theta[:, 0] * eps[:, t - 1]
+            + theta[:, 1] * eps[:, t - 2]
         )
     out = out[:, burn:]
     d = rng.choice(3, size=n, p=[0.45, 0.45, 0.1])

@@ -187,9 +187,12 @@ class TaskSampler:
         day = int(rng.choice([24, 48, 7, 1]))
         t = np.arange(length)
         year = 365.25 * (24 if day == 24 else 48 if day == 48 else 1)
-        temperature = 12 + 10 * np.sin(2 * np.pi * t / year + rng.uniform(0, 2 * np.pi)) + 3 * np.sin(
-            2 * np.pi * t / max(day, 2) - 2
-        ) * (day > 7) + 3 * smooth_noise(rng, 1, length, np.array([max(day, 3) * 2.0]))[0]
+        temperature = (
+            12
+            + 10 * np.sin(2 * np.pi * t / year + rng.uniform(0, 2 * np.pi))
+            + 3 * np.sin(2 * np.pi * t / max(day, 2) - 2) * (day > 7)
+            + 3 * smooth_noise(rng, 1, length, np.array([max(day, 3) * 2.0]))[0]
+        )
         comfort = rng.uniform(15, 20)
         effect = rng.uniform(0, 0.3) * np.clip(comfort - temperature, 0, None) + rng.uniform(0, 0.4) * np.clip(
             temperature - comfort - 3, 0, None
