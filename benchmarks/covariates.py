@@ -5,6 +5,7 @@ Examples::
     python benchmarks/covariates.py                                   # the 4 tasks, every model
     python benchmarks/covariates.py --tasks epf_be,epf_de --models tsmojo,tsmojo_target_only
     python benchmarks/covariates.py --model path/to/checkpoint --context-length 2048 --output-name covariates_ctx2048
+    python benchmarks/covariates.py --models tsmojo,tsmojo_target_only,tsmojo_finetuned,seasonal_naive,mstl_arima_x
 
 Data: every folder of ``--data-dir`` (default ``$TSMOJO_SHARED_DATASETS/covariates``) holding
 ``data.parquet`` (long format: ``unique_id``, ``ds``, ``y`` and one column per covariate) and
@@ -33,6 +34,15 @@ Measured rows (``--models``):
 - ``tsmojo_target_only``: the same call on the target column(s) alone.
 - ``tsmojo_univariate`` (not run by default): every target dimension forecast on its own, without
   covariates (differs from ``tsmojo_target_only`` only on multivariate tasks).
+- ``tsmojo_finetuned`` (not run by default, a few minutes): per task, a copy of the model fine-tuned
+  (``TSMojoPipeline.fit``, seed 0) on the past that window 0 sees, ``y[:len + initial_cutoff]`` with
+  its covariates (fev's input of the first window, so nothing at or after its cutoff), then every
+  window forecast exactly as ``tsmojo``. The last ``--finetune-val-windows`` x H points of that
+  past are held out: each of those windows is a validation series (the best of the checks every
+  ``--finetune-validate-every`` steps is kept, ``--finetune-patience`` checks without improvement
+  stop the run) and training windows end before them. Same settings for every task:
+  ``--finetune-steps`` (150), ``--finetune-context`` (default: the forecast context),
+  ``--finetune-batch-size`` (32), ``--finetune-lr`` (1e-4).
 - ``seasonal_naive``: fev-bench's seasonal naive (``models/statsforecast/model.py`` of
   autogluon/fev): statsforecast ``SeasonalNaive`` on the last 1,000 points, missing values forward
   filled then 0, quantiles from its prediction intervals. It must reproduce the published values.
@@ -43,6 +53,14 @@ Measured rows (``--models``):
   the covariates (``auto_arima_x``, also available) took 40-50 s per fit on the shared 2-core
   machine (about 100 minutes for the 4 tasks), hence MSTL + ARIMA-X as the default.
 
+Cache: the statistical rows (``seasonal_naive``, ``mstl_arima_x``, ``auto_arima_x``) are deterministic;
+each (task, model, context) row is stored as a small JSON file in ``--cache-dir`` (default
+``benchmarks/results/cache/covariates``) and read back on later runs, as long as the task's files
+(sha256 of ``data.parquet`` and ``meta.json``) and the fev version are the same. ``--no-cache``
+neither reads nor writes it. The report says which rows came from the cache (their seconds are
+those of the run that computed them). So a new tsmojo checkpoint is scored in seconds next to the
+MSTL baseline (about 10 minutes to compute).
+
 Published rows come from ``shared/anchors/covariates_published.csv`` (fev-bench, fev 0.8.0).
 Relative scores divide by the seasonal naive of the same source (measured by measured, published
 by published). Outputs: ``benchmarks/results/<output-name>.csv`` and ``.md``.
@@ -52,7 +70,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -71,18 +91,20 @@ import pandas as pd
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS_DIR, geometric_mean  # noqa: E402
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, geometric_mean  # noqa: E402
 from tsmojo.data.real import shared_datasets_dir  # noqa: E402
 
 MEASURED_MODELS = (
     "tsmojo",
     "tsmojo_target_only",
     "tsmojo_univariate",
+    "tsmojo_finetuned",
     "seasonal_naive",
     "mstl_arima_x",
     "auto_arima_x",
 )
 DEFAULT_MODELS = ("tsmojo", "tsmojo_target_only", "seasonal_naive", "mstl_arima_x")
+STATISTICAL_MODELS = ("seasonal_naive", "mstl_arima_x", "auto_arima_x")  # deterministic: cached
 METRICS = ("SQL", "MASE", "WAPE", "WQL")
 SEASONAL_NAIVE = "Seasonal Naive"  # the model name of the published anchors
 # fev-bench's statsforecast wrapper: context of its seasonal naive (and of its AutoARIMA).
@@ -92,6 +114,7 @@ DEFAULT_STATS_CONTEXT = 1000
 # their last digit (the data README reports 1e-7 relative against the unrounded values).
 SEASONAL_NAIVE_TOLERANCE = 5.01e-7
 ID, TIMESTAMP = "unique_id", "ds"
+DEFAULT_CACHE_DIR = RESULTS_DIR / "cache" / "covariates"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,16 +485,145 @@ def stats_exogenous_forecast(
 
 
 # ----------------------------------------------------------------------------------------------
+# Fine-tuning on a task's own past (the tsmojo_finetuned row)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """The ``TSMojoPipeline.fit`` settings of the ``tsmojo_finetuned`` row (the same for every task).
+
+    ``context_length=None``: the context the forecasts use. ``validation_windows``: how many H-point
+    windows at the end of the history are held out for validation (0: none, train on it all)."""
+
+    num_steps: int = 150
+    context_length: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    validation_windows: int = 4
+    validate_every: int = 25
+    patience: int | None = 2
+    seed: int = 0
+
+
+def finetune_frames(
+    data: WindowInput, validation_windows: int, context_length: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]]:
+    """The training and validation frames of ``data.past`` (a window's history) and its known covariates.
+
+    With ``V = validation_windows`` and history length ``n`` per item, the training frame is the first
+    ``n - V * H`` points; validation series ``k = 0..V-1`` end ``(V - 1 - k) * H`` points before the end
+    (``fit`` scores each validation series on its last H points), so their scored points are the
+    last ``V * H`` of the history and no training window reaches them. A validation series keeps only
+    its last ``context_length + H`` points (all that ``fit`` reads of it). Nothing of ``data.future``
+    (the forecast window) is used."""
+    history = data.past.sort_values([ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    known = [c for c in data.future.columns if c not in (ID, TIMESTAMP)]
+    horizon, v = data.horizon, int(validation_windows)
+    if v < 0:
+        raise ValueError(f"validation_windows must be >= 0, got {v}")
+    if v == 0:
+        return history, None, known
+    position = history.groupby(ID, sort=False).cumcount()
+    length = history.groupby(ID, sort=False)[TIMESTAMP].transform("size")
+    shortest = int((length - v * horizon).min())
+    if shortest < horizon + 16:
+        raise ValueError(
+            f"a history of {shortest + v * horizon} points is too short for {v} validation windows of {horizon}"
+        )
+    train = history[position < length - v * horizon].reset_index(drop=True)
+    parts = []
+    for k in range(v):
+        end = length - (v - 1 - k) * horizon
+        keep = (position < end) & (position >= end - horizon - context_length)
+        part = history[keep].copy()
+        part[ID] = part[ID].astype(str) + f"__val{k}"
+        parts.append(part)
+    return train, pd.concat(parts, ignore_index=True), known
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's banners and its warnings about the trainer setup while ``fit`` runs."""
+    names = ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", module=r"torch\.utils\.data")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+class FineTunedTsmojo:
+    """The ``tsmojo_finetuned`` row: :meth:`start` fine-tunes a copy of the model on the history of a
+    task's first window, :meth:`forecast` forecasts a window like the ``tsmojo`` row with that copy."""
+
+    def __init__(self, pipeline, options: FineTuneOptions, context_length: int | None) -> None:
+        self.base, self.options, self.context_length = pipeline, options, context_length
+        self.tuned = None
+
+    def start(self, data: WindowInput) -> dict:
+        """Fine-tune on ``data.past`` (window 0's history); returns what the report shows of the fit."""
+        options = self.options
+        context = options.context_length or self.base.resolve_context_length(self.context_length)
+        train, validation, known = finetune_frames(data, options.validation_windows, context)
+        seen, cutoff = data.past[TIMESTAMP].max(), data.future[TIMESTAMP].min()
+        if seen >= cutoff:  # fev's window 0 never does this; a guard against any future change
+            raise RuntimeError(f"fine-tuning data reaches {seen}, the forecast window starts at {cutoff}")
+        with quiet_lightning():
+            self.tuned = self.base.fit(
+                train,
+                prediction_length=data.horizon,
+                validation=validation,
+                num_steps=options.num_steps,
+                learning_rate=options.learning_rate,
+                batch_size=options.batch_size,
+                context_length=context,
+                validate_every=options.validate_every,
+                patience=options.patience if validation is not None else None,
+                seed=options.seed,
+                known_covariates=known,
+                id_column=ID,
+                timestamp_column=TIMESTAMP,
+                target=list(data.targets),
+            )
+        history = getattr(self.tuned, "fit_history", {}) or {}
+        best = history.get("best_val_wql", float("nan"))
+        return {
+            "fit_steps": int(history.get("steps", options.num_steps)),
+            "fit_best_val_wql": float(best) if best is not None and math.isfinite(best) else float("nan"),
+            "fit_val_wql": " ".join(f"{v:.4f}" for v in history.get("val_wql", [])),
+            "fit_train_points": int(train.groupby(ID).size().max()),
+            "fit_context": int(context),
+        }
+
+    def forecast(self, data: WindowInput) -> dict[str, list[dict]]:
+        if self.tuned is None:
+            raise RuntimeError("tsmojo_finetuned: start() (the fine-tuning) must run on the first window")
+        return tsmojo_forecast(self.tuned, data, True, self.context_length)
+
+
+# ----------------------------------------------------------------------------------------------
 # Running and scoring
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelRun:
-    """One measured row: its name in the tables and how it forecasts a window."""
+    """One measured row: its name in the tables and how it forecasts a window.
+
+    ``start``: called once per task with the first window's input before any forecast (the
+    fine-tuning); what it returns goes into the row. ``cache_key``: where the row is cached (only
+    deterministic rows have one), e.g. ``"mstl_arima_x_ctx1000"``."""
 
     key: str
     label: str
     uses_covariates: bool
     forecast: Callable[[WindowInput], dict[str, list[dict]]]
+    start: Callable[[WindowInput], dict] | None = None
+    cache_key: str | None = None
 
 
 def model_runs(
@@ -481,6 +633,7 @@ def model_runs(
     dtype: str = "auto",
     device: str = "cpu",
     stats_context: int = DEFAULT_STATS_CONTEXT,
+    finetune: FineTuneOptions | None = None,
 ) -> tuple[list[ModelRun], dict]:
     """The measured models asked for (``MEASURED_MODELS`` keys) and a description of the tsmojo setup."""
     unknown = [m for m in models if m not in MEASURED_MODELS]
@@ -501,6 +654,16 @@ def model_runs(
             "device": str(pipeline.device),
         }
     name = info.get("name", "")
+    finetune = finetune or FineTuneOptions()
+    tuned = FineTunedTsmojo(pipeline, finetune, context_length) if "tsmojo_finetuned" in models else None
+    if tuned is not None:
+        context = finetune.context_length or info["context_length"]
+        patience = finetune.patience if finetune.validation_windows else None
+        info["fine-tuning"] = (
+            f"{finetune.num_steps} steps, batch {finetune.batch_size}, lr {finetune.learning_rate:g}, "
+            f"context {context}, {finetune.validation_windows} validation windows, "
+            f"validation every {finetune.validate_every} steps, patience {patience}, seed {finetune.seed}"
+        )
     builders: dict[str, tuple[str, bool, Callable[[WindowInput], dict[str, list[dict]]]]] = {
         "tsmojo": (name, True, lambda d: tsmojo_forecast(pipeline, d, True, context_length)),
         "tsmojo_target_only": (
@@ -525,7 +688,14 @@ def model_runs(
             lambda d: stats_exogenous_forecast(d, "auto_arima_x", stats_context),
         ),
     }
-    runs = [ModelRun(key, *builders[key]) for key in models]
+    runs = []
+    for key in models:
+        if key == "tsmojo_finetuned":
+            runs.append(ModelRun(key, f"{name} fine-tuned", True, tuned.forecast, start=tuned.start))
+            continue
+        context = FEV_STATS_CONTEXT if key == "seasonal_naive" else stats_context
+        cache_key = f"{key}_ctx{context}" if key in STATISTICAL_MODELS else None
+        runs.append(ModelRun(key, *builders[key], cache_key=cache_key))
     return runs, info
 
 
@@ -556,8 +726,16 @@ def evaluate_task(
         task.load_full_dataset()
     predictions: dict[str, list] = {run.key: [] for run in runs}
     seconds = dict.fromkeys(predictions, 0.0)
-    for window in task.iter_windows():
+    fits: dict[str, dict] = {}
+    for index, window in enumerate(task.iter_windows()):
         data = window_input(task, window)
+        if index == 0:  # the past of the first window: all that a model may learn from
+            for run in (r for r in runs if r.start is not None):
+                start = time.perf_counter()
+                fits[run.key] = dict(run.start(data) or {})
+                fits[run.key]["fit_seconds"] = time.perf_counter() - start
+                if verbose:
+                    print(f"{spec.name:20s} {run.label:34s} fine-tuned: " + _fit_summary(fits[run.key]), flush=True)
         for run in runs:
             start = time.perf_counter()
             predictions[run.key].append(run.forecast(data))
@@ -567,6 +745,7 @@ def evaluate_task(
         summary = task.evaluation_summary(predictions[run.key], model_name=run.label)
         row = {"task": spec.name, "model": run.label, **{m: float(summary[m]) for m in METRICS}}
         row.update(uses_covariates=run.uses_covariates, source="measured", seconds=seconds[run.key], key=run.key)
+        row.update({"cached": False, "fit_seconds": float("nan"), **fits.get(run.key, {})})
         rows.append(row)
         if verbose:
             print(
@@ -575,6 +754,102 @@ def evaluate_task(
                 flush=True,
             )
     return rows
+
+
+def _fit_summary(fit: dict) -> str:
+    """One line about a fine-tuning run (``FineTunedTsmojo.start``'s dict plus ``fit_seconds``)."""
+    text = f"{fit.get('fit_steps', '?')} steps on {fit.get('fit_train_points', '?')} points"
+    if math.isfinite(fit.get("fit_best_val_wql", float("nan"))):
+        text += f", validation WQL {fit.get('fit_val_wql', '')} (best {fit['fit_best_val_wql']:.4f})"
+    return text + f", {fit.get('fit_seconds', float('nan')):.1f} s"
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache of the deterministic (statistical) rows
+# ----------------------------------------------------------------------------------------------
+def task_fingerprint(spec: CovariateTask) -> str:
+    """sha256 of the folder's ``data.parquet`` and ``meta.json``: a cached row is only valid for these."""
+    digest = hashlib.sha256()
+    for name in ("data.parquet", "meta.json"):
+        digest.update((spec.folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: str | Path, spec: CovariateTask, run: ModelRun) -> Path:
+    """``<cache_dir>/<task>__<model>_ctx<context>.json``."""
+    return Path(cache_dir) / f"{spec.name}__{run.cache_key}.json"
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def read_cached_row(cache_dir: str | Path, spec: CovariateTask, run: ModelRun, fingerprint: str) -> dict | None:
+    """The cached row of ``run`` on ``spec``, or None when there is none or it was computed on other
+    data or with another fev version (which defines the windows and the metrics)."""
+    path = cache_path(cache_dir, spec, run)
+    if run.cache_key is None or not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if entry.get("data_sha256") != fingerprint or entry.get("fev") != import_fev().__version__:
+        return None
+    if any(not isinstance(entry.get(m), int | float) for m in METRICS):
+        return None
+    row = {"task": spec.name, "model": run.label, **{m: float(entry[m]) for m in METRICS}}
+    row.update(uses_covariates=run.uses_covariates, source="measured", seconds=float(entry.get("seconds", "nan")))
+    row.update(key=run.key, cached=True, fit_seconds=float("nan"))
+    return row
+
+
+def write_cached_row(cache_dir: str | Path, spec: CovariateTask, run: ModelRun, row: dict, fingerprint: str) -> Path:
+    """Store a computed row (scores, seconds, what it is valid for) as ``cache_path``."""
+    path = cache_path(cache_dir, spec, run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"task": spec.name, "model": run.key, "label": run.label, "cache_key": run.cache_key}
+    entry.update({m: row[m] for m in METRICS})
+    entry.update(seconds=round(float(row["seconds"]), 2), data_sha256=fingerprint, fev=import_fev().__version__)
+    entry.update(statsforecast=_package_version("statsforecast"), created=time.strftime("%Y-%m-%d"))
+    path.write_text(json.dumps(entry, indent=1) + "\n")
+    return path
+
+
+def evaluate_task_cached(
+    spec: CovariateTask,
+    runs: Sequence[ModelRun],
+    workdir: str | Path,
+    cache_dir: str | Path | None = None,
+    verbose: bool = True,
+) -> list[dict]:
+    """:func:`evaluate_task`, reading the rows with a ``cache_key`` from ``cache_dir`` where a valid
+    entry exists and storing the ones it computes (``cache_dir=None``: no cache). Rows keep the
+    order of ``runs``; a cached row has ``cached=True``."""
+    fingerprint = task_fingerprint(spec) if cache_dir is not None else ""
+    rows: dict[str, dict] = {}
+    for run in runs:
+        row = read_cached_row(cache_dir, spec, run, fingerprint) if cache_dir is not None else None
+        if row is not None:
+            rows[run.key] = row
+            if verbose:
+                print(
+                    f"{spec.name:20s} {run.label:34s} SQL {row['SQL']:.4f} MASE {row['MASE']:.4f} "
+                    f"WAPE {row['WAPE']:.4f} WQL {row['WQL']:.4f} (cached, {cache_path(cache_dir, spec, run).name})",
+                    flush=True,
+                )
+    todo = [run for run in runs if run.key not in rows]
+    if todo:
+        for run, row in zip(todo, evaluate_task(spec, todo, workdir, verbose=verbose)):
+            rows[run.key] = row
+            if cache_dir is not None and run.cache_key is not None:
+                write_cached_row(cache_dir, spec, run, row, fingerprint)
+    return [rows[run.key] for run in runs]
 
 
 def published_rows(path: str | Path, tasks: Sequence[str]) -> pd.DataFrame:
@@ -668,9 +943,23 @@ def metric_table(frame: pd.DataFrame, tasks: Sequence[str], column: str, with_gm
     return "\n".join(lines)
 
 
-def markdown_report(frame: pd.DataFrame, tasks: Sequence[str], command: str, setup: dict, total_s: float) -> str:
-    """The ``.md`` report: relative and absolute tables, the covariate effect and the checks."""
+def markdown_report(
+    frame: pd.DataFrame,
+    tasks: Sequence[str],
+    command: str,
+    setup: dict,
+    total_s: float,
+    cache_dir: str | Path | None = None,
+) -> str:
+    """The ``.md`` report: relative and absolute tables, the covariate and fine-tuning effects, the checks."""
     fev_version = import_fev().__version__
+    tuned_note = ""
+    if (frame["key"] == "tsmojo_finetuned").any():
+        tuned_note = (
+            f" `{setup.get('name', 'tsmojo')} fine-tuned` is the same call as `{setup.get('name', 'tsmojo')}` with a "
+            "copy of the model fine-tuned, per task, on the task's history before its first evaluation window "
+            "(nothing at or after that cutoff)."
+        )
     setup_line = ", ".join(f"{k} {v}" for k, v in setup.items() if k != "name") or "no tsmojo row"
     parts = [
         "# Covariate benchmark (fev-bench tasks with known-future covariates)",
@@ -687,7 +976,9 @@ def markdown_report(frame: pd.DataFrame, tasks: Sequence[str], command: str, set
         "targets stay one group in both); `(univariate)` forecasts each target dimension on its own; the seasonal "
         "naive is fev-bench's (statsforecast, last 1,000 points); `MSTL + AutoARIMA-X` is statsforecast MSTL "
         "(seasonalities 24 and 168 on hourly data) with an AutoARIMA on the seasonally adjusted series that takes the "
-        "known covariates as regressors, one fit per target dimension and window.",
+        "known covariates as regressors, one fit per target dimension and window." + tuned_note,
+        "",
+        cache_note(frame, cache_dir),
         "",
         "## SQL relative to seasonal naive",
         "",
@@ -706,19 +997,24 @@ def markdown_report(frame: pd.DataFrame, tasks: Sequence[str], command: str, set
         metric_table(frame, tasks, "rel_WQL", True),
         "",
     ]
-    effect = covariate_effect(frame)
-    if effect:
+    comparisons = [
+        ("Covariate effect: tsmojo with covariates / tsmojo on the target alone (< 1: covariates help)", {}),
+        (
+            "Fine-tuning effect: fine-tuned / zero-shot, both with covariates (< 1: fine-tuning helps)",
+            {"with_key": "tsmojo_finetuned", "without_key": "tsmojo"},
+        ),
+    ]
+    for title, keys in comparisons:
+        effect = covariate_effect(frame, **keys)
+        if not effect:
+            continue
         shown = [t for t in tasks if t in effect["SQL"]]
-        parts += [
-            "## Covariate effect: tsmojo with covariates / tsmojo on the target alone (< 1: covariates help)",
-            "",
-            "| metric | " + " | ".join(shown) + " | gmean |",
-            "|" + "---|" * (len(shown) + 2),
-        ]
+        parts += [f"## {title}", "", "| metric | " + " | ".join(shown) + " | gmean |", "|" + "---|" * (len(shown) + 2)]
         for metric in METRICS:
             values = [_fmt(effect[metric][t]) for t in shown]
             parts.append(f"| {metric} | " + " | ".join(values) + f" | {_fmt(effect[metric]['overall'])} |")
         parts.append("")
+    parts += _finetune_section(frame)
     check = seasonal_naive_check(frame)
     if len(check):
         parts += [
@@ -739,13 +1035,74 @@ def markdown_report(frame: pd.DataFrame, tasks: Sequence[str], command: str, set
     parts += [
         "## Measured rows (absolute scores, forecast wall time over all windows)",
         "",
-        "| task | model | SQL | MASE | WAPE | WQL | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "seconds: the forecasts of all windows (for a cached row, as measured by the run that computed it); "
+        "fine-tune s: the fine-tuning before the first window.",
+        "",
+        "| task | model | SQL | MASE | WAPE | WQL | seconds | fine-tune s | cached |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in measured.iterrows():
         scores = " | ".join(f"{row[m]:.4f}" for m in METRICS)
-        parts.append(f"| {row['task']} | {row['model']} | {scores} | {row['seconds']:.1f} |")
+        fit = _fmt(row.get("fit_seconds", float("nan")), 1)
+        cached = "yes" if _is_cached(row) else "no"
+        parts.append(f"| {row['task']} | {row['model']} | {scores} | {row['seconds']:.1f} | {fit} | {cached} |")
     return "\n".join(parts) + "\n"
+
+
+def _is_cached(row) -> bool:
+    value = row.get("cached", False)
+    return isinstance(value, bool | np.bool_) and bool(value)
+
+
+def cache_note(frame: pd.DataFrame, cache_dir: str | Path | None) -> str:
+    """The report's sentence about the cache: which rows were read from it."""
+    if cache_dir is None:
+        return "Cache: not used (`--no-cache`); every measured row was computed by this run."
+    measured = frame[frame["source"] == "measured"]
+    cached = measured[[_is_cached(row) for _, row in measured.iterrows()]]
+    where = _display_path(cache_dir)
+    if cached.empty:
+        return f"Cache: no row read from `{where}` (the statistical rows computed here were stored there)."
+    by_model = {m: list(part["task"]) for m, part in cached.groupby("model", sort=False)}
+    listed = "; ".join(f"{m} ({', '.join(t)})" for m, t in by_model.items())
+    return (
+        f"Cache: rows read from `{where}` (computed by an earlier run on the same data files and fev version, "
+        f"not recomputed here; `--no-cache` recomputes them): {listed}."
+    )
+
+
+def _display_path(path: str | Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _finetune_section(frame: pd.DataFrame) -> list[str]:
+    """Per task: what the fine-tuning saw and how it went."""
+    rows = frame[(frame["source"] == "measured") & (frame["key"] == "tsmojo_finetuned")]
+    if rows.empty:
+        return []
+    parts = [
+        "## Fine-tuning runs (tsmojo_finetuned)",
+        "",
+        "Each task: a copy of the model trained on the past of its first window only (the points before the first "
+        "cutoff, with their covariates); the last windows of that past are the validation series, training windows "
+        "end before them; the weights of the best validation check are kept.",
+        "",
+        "| task | training points | context | steps | validation WQL at each check | best | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, row in rows.iterrows():
+        checks = row.get("fit_val_wql", "")
+        checks = checks if isinstance(checks, str) and checks else "-"
+        parts.append(
+            f"| {row['task']} | {int(row['fit_train_points'])} | {int(row['fit_context'])} | {int(row['fit_steps'])} | "
+            f"{checks} | {_fmt(row['fit_best_val_wql'], 4)} | {_fmt(row['fit_seconds'], 1)} |"
+        )
+    parts.append("")
+    return parts
 
 
 def readme_row(frame: pd.DataFrame, tasks: Sequence[str], setup: dict) -> str:
@@ -760,10 +1117,11 @@ def readme_row(frame: pd.DataFrame, tasks: Sequence[str], setup: dict) -> str:
     chronos = geometric_mean(chronos_rows.loc[t, "rel_SQL"] if t in chronos_rows.index else float("nan") for t in tasks)
     effect = covariate_effect(frame).get("SQL", {}).get("overall", float("nan"))
     name = setup.get("name", "tsmojo")
+    tuned = f" fine-tuned {_fmt(gmean('tsmojo_finetuned'))} |" if (measured["key"] == "tsmojo_finetuned").any() else ""
     return (
         f"| {name} | fev-bench covariate tasks ({len(tasks)}), SQL / seasonal naive, gmean | "
         f"with covariates {_fmt(gmean('tsmojo'))} | target only {_fmt(gmean('tsmojo_target_only'))} | "
-        f"ratio {_fmt(effect)} | Chronos-2 (published) {_fmt(chronos)} |"
+        f"ratio {_fmt(effect)} |{tuned} Chronos-2 (published) {_fmt(chronos)} |"
     )
 
 
@@ -796,7 +1154,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default=str(RESULTS_DIR))
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="cache of the statistical rows")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    tune = parser.add_argument_group("tsmojo_finetuned (the same settings for every task)")
+    defaults = FineTuneOptions()
+    tune.add_argument("--finetune-steps", type=int, default=defaults.num_steps, help="optimizer steps (at most)")
+    tune.add_argument(
+        "--finetune-context", type=int, default=None, help="longest training context (default: the forecast context)"
+    )
+    tune.add_argument("--finetune-batch-size", type=int, default=defaults.batch_size)
+    tune.add_argument("--finetune-lr", type=float, default=defaults.learning_rate)
+    tune.add_argument(
+        "--finetune-val-windows",
+        type=int,
+        default=defaults.validation_windows,
+        help="H-point windows at the end of the history held out for validation (0: none)",
+    )
+    tune.add_argument("--finetune-validate-every", type=int, default=defaults.validate_every)
+    tune.add_argument(
+        "--finetune-patience", type=int, default=defaults.patience, help="checks without improvement (-1: never stop)"
+    )
     return parser.parse_args(argv)
+
+
+def finetune_options(args: argparse.Namespace) -> FineTuneOptions:
+    """The ``--finetune-*`` options."""
+    return FineTuneOptions(
+        num_steps=args.finetune_steps,
+        context_length=args.finetune_context,
+        batch_size=args.finetune_batch_size,
+        learning_rate=args.finetune_lr,
+        validation_windows=args.finetune_val_windows,
+        validate_every=args.finetune_validate_every,
+        patience=None if args.finetune_patience is None or args.finetune_patience < 0 else args.finetune_patience,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
@@ -810,7 +1201,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     import torch
 
     torch.set_num_threads(args.torch_threads)
-    runs, setup = model_runs(models, args.model, args.context_length, args.dtype, args.device, args.stats_context)
+    runs, setup = model_runs(
+        models, args.model, args.context_length, args.dtype, args.device, args.stats_context, finetune_options(args)
+    )
+    cache_dir = None if args.no_cache else Path(args.cache_dir)
     print(f"command: {command}")
     print(f"tasks: {', '.join(s.name for s in specs)} from {data_dir}; models: {', '.join(r.label for r in runs)}")
     if setup:
@@ -819,20 +1213,22 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     rows = []
     with tempfile.TemporaryDirectory(prefix="tsmojo-covariates-") as workdir:
         for spec in specs:
-            rows += evaluate_task(spec, runs, workdir, verbose=not args.quiet)
+            rows += evaluate_task_cached(spec, runs, workdir, cache_dir, verbose=not args.quiet)
     total = time.perf_counter() - start
     names = [s.name for s in specs]
     frame = pd.concat(
         [pd.DataFrame(rows), published_rows(args.published or default_published_path(), names)], ignore_index=True
     )
     frame = add_relative(frame)
+    frame["cached"] = frame["cached"].astype("boolean").fillna(False).astype(bool) if "cached" in frame else False
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["task", "model", *METRICS, "uses_covariates", "source", "seconds"]
+    columns = ["task", "model", *METRICS, "uses_covariates", "source", "seconds", "cached", "fit_seconds"]
     columns += [f"rel_{m}" for m in METRICS]
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *columns])))
     frame[columns].to_csv(output_dir / f"{args.output_name}.csv", index=False, float_format="%.10g")
-    report = markdown_report(frame, names, command, setup, total)
+    report = markdown_report(frame, names, command, setup, total, cache_dir)
     (output_dir / f"{args.output_name}.md").write_text(report)
 
     check = seasonal_naive_check(frame)

@@ -39,7 +39,6 @@ from tsmojo.kernels.attention.chunk import bmojo_attention_chunked  # noqa: E402
 from tsmojo.kernels.attention.naive import bmojo_attention_naive  # noqa: E402
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked  # noqa: E402
 from tsmojo.kernels.ssd.naive import ssd_scan_naive  # noqa: E402
-
 from tsmojo.layers import select_memory  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -31,8 +31,18 @@ from benchmarks.common import (  # noqa: E402
 from tsmojo import TSMojoModel  # noqa: E402
 
 AGGREGATE = [
-    "m1_quarterly", "m1_yearly", "m3_quarterly", "m3_yearly", "tourism_quarterly", "tourism_yearly",
-    "ETTh", "exchange_rate", "nn5_daily", "car_parts", "hospital", "fred_md",
+    "m1_quarterly",
+    "m1_yearly",
+    "m3_quarterly",
+    "m3_yearly",
+    "tourism_quarterly",
+    "tourism_yearly",
+    "ETTh",
+    "exchange_rate",
+    "nn5_daily",
+    "car_parts",
+    "hospital",
+    "fred_md",
 ]
 
 

@@ -44,8 +44,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, load_dataset  # noqa: E402
+from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL  # noqa: E402
 
-DEFAULT_MODEL_PATH = REPO_ROOT / "tsmojo" / "checkpoints" / "tsmojo-mini"
+DEFAULT_MODEL_PATH = BUNDLED_DIR / DEFAULT_MODEL
 CONTEXTS = (512, 2048, 8192, 32768, 131072)
 CHRONOS2_NATIVE_CONTEXT = 8192
 # "-bf16" rows run the same model under torch.autocast(bfloat16): weights stay float32.

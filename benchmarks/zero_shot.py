@@ -33,7 +33,6 @@ from benchmarks.common import (  # noqa: E402
     ALL_DATASETS,
     EVAL_QUANTILES,
     QUICK_DATASETS,
-    REPO_ROOT,
     REPRODUCIBLE_SEASONAL_NAIVE,
     RESULTS_DIR,
     STATS_MAX_CONTEXT,
@@ -47,8 +46,9 @@ from benchmarks.common import (  # noqa: E402
     seasonal_naive_values,
     stats_forecast_values,
 )
+from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL  # noqa: E402
 
-DEFAULT_MODEL_PATH = REPO_ROOT / "tsmojo" / "checkpoints" / "tsmojo-mini"
+DEFAULT_MODEL_PATH = BUNDLED_DIR / DEFAULT_MODEL
 MEASURED_MODELS = ("tsmojo", "seasonal_naive", *STATS_MODELS)
 # Published models shown beside ours (names as normalised by ``load_published``).
 PUBLISHED_MODELS = (

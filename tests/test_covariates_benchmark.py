@@ -1,6 +1,7 @@
 """Fast checks of benchmarks/covariates.py: a full run on tiny synthetic task folders (random tiny
-model), fev's metrics on a hand-computed case, and (where the shared data is present) the
-seasonal naive against the published fev-bench score."""
+model, a two-step fine-tuning), a second run that reads the statistical rows from the cache, the
+fine-tuning frames, fev's metrics on a hand-computed case, and (where the shared data is present)
+the seasonal naive against the published fev-bench score."""
 
 import json
 from pathlib import Path
@@ -51,7 +52,7 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def test_main_on_synthetic_folders(tmp_path, tiny_model_dir, capsys):
+def test_main_on_synthetic_folders(tmp_path, tiny_model_dir, capsys, monkeypatch):
     data = tmp_path / "data"
     window = dict(prediction_length=4, windows=2, window_step=4, initial_cutoff=-8, known_covariates=["load"])
     write_task(data, "toy", synthetic_frame(["A"]), **window)
@@ -63,19 +64,22 @@ def test_main_on_synthetic_folders(tmp_path, tiny_model_dir, capsys):
         {"task": ["toy", "toy"], "model": ["Seasonal Naive", "Chronos-2"], "SQL": [2.0, 1.0], "MASE": [2.0, 1.0],
          "WAPE": [0.2, 0.1], "WQL": [0.2, 0.1], "uses_covariates": [False, True]}
     ).to_csv(published, index=False)  # fmt: skip
-    out = tmp_path / "results"
-    models = "tsmojo,tsmojo_target_only,tsmojo_univariate,seasonal_naive,mstl_arima_x"
-    argv = ["--data-dir", str(data), "--published", str(published), "--model", str(tiny_model_dir), "--models",
-            models, "--dtype", "float32", "--output-dir", str(out), "--output-name", "toy", "--quiet"]  # fmt: skip
-    result = covariates.main(argv)
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    models = "tsmojo,tsmojo_target_only,tsmojo_univariate,tsmojo_finetuned,seasonal_naive,mstl_arima_x"
+    common = ["--data-dir", str(data), "--published", str(published), "--model", str(tiny_model_dir), "--dtype",
+              "float32", "--output-dir", str(out), "--cache-dir", str(cache), "--quiet"]  # fmt: skip
+    finetune = ["--finetune-steps", "2", "--finetune-batch-size", "4", "--finetune-val-windows", "2",
+                "--finetune-validate-every", "1", "--finetune-patience", "-1"]  # fmt: skip
+    result = covariates.main([*common, *finetune, "--models", models, "--output-name", "toy"])
 
     table = pd.read_csv(out / "toy.csv")
     measured = table[table["source"] == "measured"]
-    assert len(measured) == 2 * 5  # every task x model
+    assert len(measured) == 2 * 6  # every task x model
     assert set(measured["task"]) == {"toy", "toy_mv"}
-    assert measured.groupby("task").size().eq(5).all()
+    assert measured.groupby("task").size().eq(6).all()
     assert np.isfinite(measured[list(covariates.METRICS)].to_numpy()).all()
     assert (measured["seconds"] > 0).all()
+    assert not measured["cached"].any()
     by_model = measured[measured["task"] == "toy"].set_index("model")
     assert by_model.loc["tiny-model", "uses_covariates"]
     assert not by_model.loc["tiny-model (target only)", "uses_covariates"]
@@ -83,14 +87,68 @@ def test_main_on_synthetic_folders(tmp_path, tiny_model_dir, capsys):
     # On a univariate task the target-only and univariate routes are the same forecast.
     target_only = by_model.loc["tiny-model (target only)", "SQL"]
     assert by_model.loc["tiny-model (univariate)", "SQL"] == pytest.approx(target_only)
+    # The fine-tuned row: its own fit (seconds recorded), then forecasts that differ from the zero-shot ones.
+    tuned = measured[measured["model"] == "tiny-model fine-tuned"]
+    assert len(tuned) == 2 and tuned["uses_covariates"].all() and (tuned["fit_seconds"] > 0).all()
+    assert measured.loc[measured["model"] != "tiny-model fine-tuned", "fit_seconds"].isna().all()
+    assert by_model.loc["tiny-model fine-tuned", "SQL"] != pytest.approx(by_model.loc["tiny-model", "SQL"], rel=1e-9)
     rows = table[table["source"] == "published"].set_index("model")
     assert list(rows.index) == ["Seasonal Naive", "Chronos-2"]
     assert rows.loc["Chronos-2", "rel_SQL"] == pytest.approx(0.5)
     assert len(result) == len(table)
     report = (out / "toy.md").read_text()
     assert "## SQL relative to seasonal naive" in report and "Covariate effect" in report
+    assert "Fine-tuning effect: fine-tuned / zero-shot" in report and "## Fine-tuning runs" in report
+    assert "Cache: no row read" in report
     printed = capsys.readouterr().out
-    assert "seasonal naive toy:" in printed and "README row" in printed
+    assert "seasonal naive toy:" in printed and "README row" in printed and "fine-tuned" in printed
+
+    # The statistical rows went to the cache, one small file per (task, model, context) ...
+    files = sorted(p.name for p in cache.iterdir())
+    assert files == [f"{t}__{m}_ctx1000.json" for t in ("toy", "toy_mv") for m in ("mstl_arima_x", "seasonal_naive")]
+
+    # ... and a second run reads them instead of forecasting.
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached row was recomputed")
+
+    monkeypatch.setattr(covariates, "seasonal_naive_forecast", refuse)
+    monkeypatch.setattr(covariates, "stats_exogenous_forecast", refuse)
+    again = covariates.main([*common, "--models", "tsmojo,seasonal_naive,mstl_arima_x", "--output-name", "again"])
+    second = again[again["source"] == "measured"].set_index(["task", "model"])
+    first = result[result["source"] == "measured"].set_index(["task", "model"])
+    for key in [(t, m) for t in ("toy", "toy_mv") for m in ("Seasonal Naive", "MSTL + AutoARIMA-X (last 1000)")]:
+        assert second.loc[key, "cached"] and second.loc[key, "SQL"] == pytest.approx(first.loc[key, "SQL"], rel=1e-12)
+        assert second.loc[key, "seconds"] == pytest.approx(first.loc[key, "seconds"], abs=0.01)
+    assert not second.loc[("toy", "tiny-model"), "cached"]
+    assert second.loc[("toy", "tiny-model"), "SQL"] == pytest.approx(first.loc[("toy", "tiny-model"), "SQL"])
+    report = (out / "again.md").read_text()
+    assert "Cache: rows read from" in report and "MSTL + AutoARIMA-X (last 1000) (toy, toy_mv)" in report
+    assert pd.read_csv(out / "again.csv").query("source == 'measured'")["cached"].sum() == 4
+    # A cached row is only valid for the same data: a changed folder is recomputed (here: refused).
+    (data / "toy" / "meta.json").write_text((data / "toy" / "meta.json").read_text().replace("SQL", "SQL "))
+    with pytest.raises(AssertionError, match="recomputed"):
+        covariates.main([*common, "--tasks", "toy", "--models", "seasonal_naive", "--output-name", "changed"])
+    with pytest.raises(AssertionError, match="recomputed"):
+        covariates.main([*common, "--tasks", "toy_mv", "--models", "seasonal_naive", "--no-cache"])
+
+
+def test_finetune_frames_stop_before_the_first_window():
+    """Training and validation frames come from the history alone; the validation windows are its last V * H
+    points, the training frame ends before them; a validation series keeps context + H points."""
+    stamps = pd.date_range("2024-01-01", periods=100, freq="h")
+    past = pd.DataFrame({"unique_id": "A", "ds": stamps[:80], "y": np.arange(80.0), "load": np.arange(80.0)})
+    future = pd.DataFrame({"unique_id": "A", "ds": stamps[80:84], "load": np.arange(80.0, 84.0)})
+    data = covariates.WindowInput(past, future, past, future, ["y"], 4, 1, [0.5], "h")
+    train, validation, known = covariates.finetune_frames(data, validation_windows=3, context_length=10)
+    assert known == ["load"] and train["y"].max() == 80 - 3 * 4 - 1
+    ends = validation.groupby("unique_id")["y"].agg(["min", "max", "size"])
+    assert list(ends.index) == ["A__val0", "A__val1", "A__val2"]
+    assert list(ends["max"]) == [71, 75, 79] and (ends["size"] == 14).all()
+    assert validation["ds"].max() < future["ds"].min()
+    train, validation, _ = covariates.finetune_frames(data, validation_windows=0, context_length=10)
+    assert validation is None and len(train) == 80
+    with pytest.raises(ValueError, match="too short"):
+        covariates.finetune_frames(data, validation_windows=16, context_length=10)
 
 
 def test_metrics_by_hand(tmp_path):

@@ -19,7 +19,6 @@ from tsmojo.pipeline import TSMojoPipeline
 LEVELS = tuple(np.round(np.arange(1, 10) / 10, 1))
 
 
-
 @pytest.fixture(scope="module")
 def pipeline():
     return TSMojoPipeline.from_pretrained("tsmojo-mini")

@@ -129,13 +129,19 @@ def test_metrics_match_gluonts():
     assert weighted_quantile_loss(labels, forecasts, levels) == pytest.approx(expected["WQL"], rel=1e-12)
 
 
-def test_training_loss_is_the_models():
-    from tsmojo import model
+def test_the_model_trains_on_this_loss():
+    """The model's quantile loss is metrics.pinball_loss in scaled units, on target rows only."""
+    from tsmojo import TSMojoModel
+    from tsmojo.config import TSMojoConfig
 
-    generator = torch.Generator().manual_seed(0)
-    prediction, target = torch.randn(4, 6, 21, generator=generator), torch.randn(4, 6, generator=generator)
-    weight = (torch.rand(4, 6, generator=generator) > 0.3).float()
-    levels = torch.linspace(0.01, 0.99, 21)
-    assert torch.equal(
-        pinball_loss(prediction, target, levels, weight), model.pinball_loss(prediction, target, levels, weight)
-    )
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny())
+    context, future = torch.randn(3, 40).cumsum(-1), torch.randn(3, 8)
+    roles = torch.tensor([0, 0, 1])
+    output = model(context, roles=roles, num_output_patches=2, future_target=future)
+    loc, scale = model.scale_stats(context)
+    scaled_prediction = model.to_model_space(output.quantiles, loc[..., None], scale[..., None])
+    target = model.to_model_space(future, loc, scale)
+    weight = (roles == 0)[:, None].float().expand(-1, 8)
+    expected = pinball_loss(scaled_prediction, target, model.quantile_levels, weight)
+    torch.testing.assert_close(output.quantile_loss, expected, rtol=1e-4, atol=1e-5)

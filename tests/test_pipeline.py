@@ -102,6 +102,8 @@ def test_scaling_equivariance(pipeline, m4_context):
 
 
 def test_batch_independence_without_cross_learning(pipeline, m4_context):
+    # float32: bf16 forecasts move slightly with the batch composition (bound: test_hardening.py)
+    pipeline = TSMojoPipeline(pipeline.model, dtype="float32")
     series = [g["y"].to_numpy()[-400:] for _, g in m4_context.groupby("unique_id")]
     alone, alone_mean = pipeline.predict([series[0]], 48)
     others = [

@@ -10,8 +10,7 @@ from tsmojo import TSMojoModel
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tsmojo.pretrain", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "tsmojo.pretrain", *args], capture_output=True, text=True, timeout=600)
 
 
 def test_pretrain_from_scratch_then_resume(tmp_path) -> None:

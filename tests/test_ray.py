@@ -37,18 +37,40 @@ def data(tmp_path_factory):
         values = 20 + rng.normal(size=n).cumsum()
         if k == 5:
             values[4] = np.inf
-        parts.append(pd.DataFrame({"sku": f"sku{k:02d}", "day": pd.date_range("2023-01-01", periods=n, freq="D"),
-                                   "qty": values}))
+        parts.append(
+            pd.DataFrame({"sku": f"sku{k:02d}", "day": pd.date_range("2023-01-01", periods=n, freq="D"), "qty": values})
+        )
     pd.concat(parts, ignore_index=True).to_parquet(root / "input.parquet", index=False)
     return root
 
 
 def test_ray_engine_equals_local_engine(cluster, data):
-    common = ["--id-column", "sku", "--timestamp-column", "day", "--target", "qty", "-H", "5", "--batch-size", "3",
-              "--model", str(data / "tiny"), "--device", "cpu", "--quiet", "--allow-errors", "--no-plot"]
+    common = [
+        "--id-column",
+        "sku",
+        "--timestamp-column",
+        "day",
+        "--target",
+        "qty",
+        "-H",
+        "5",
+        "--batch-size",
+        "3",
+        "--model",
+        str(data / "tiny"),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",  # exact batch independence holds in float32 (bf16: see README, batch-size dependence)
+        "--quiet",
+        "--allow-errors",
+        "--no-plot",
+    ]
     assert main(["forecast", str(data / "input.parquet"), "-o", str(data / "local.parquet"), *common]) == 0
-    assert main(["forecast", str(data / "input.parquet"), "-o", str(data / "ray.parquet"), *common,
-                 "--engine", "ray"]) == 0
+    assert (
+        main(["forecast", str(data / "input.parquet"), "-o", str(data / "ray.parquet"), *common, "--engine", "ray"])
+        == 0
+    )
     local, distributed = pd.read_parquet(data / "local.parquet"), pd.read_parquet(data / "ray.parquet")
     assert list(distributed.columns) == list(local.columns)
     pd.testing.assert_frame_equal(distributed.iloc[:, :2], local.iloc[:, :2])  # same ids, timestamps, row order
@@ -62,19 +84,66 @@ def test_ray_engine_equals_local_engine(cluster, data):
 def test_ray_engine_writes_a_parquet_dataset(cluster, data):
     from tsmojo.ray_engine import run_forecast_ray
 
-    job = ForecastJob(input=data / "input.parquet", output=data / "dataset", prediction_length=5, id_column="sku",
-                      timestamp_column="day", target=["qty"], model=str(data / "tiny"), batch_size=3, device="cpu",
-                      quiet=True)
+    job = ForecastJob(
+        input=data / "input.parquet",
+        output=data / "dataset",
+        prediction_length=5,
+        id_column="sku",
+        timestamp_column="day",
+        target=["qty"],
+        model=str(data / "tiny"),
+        batch_size=3,
+        device="cpu",
+        dtype="float32",
+        quiet=True,
+    )
     summary = run_forecast_ray(job)
     assert summary.num_series == 8 and summary.num_errors == 2
     assert (data / "dataset").is_dir() and list((data / "dataset").glob("*.parquet"))
     written = pd.read_parquet(data / "dataset").sort_values(["sku", "day"]).reset_index(drop=True)
-    reference_job = ForecastJob(input=data / "input.parquet", output=data / "reference.parquet", prediction_length=5,
-                                id_column="sku", timestamp_column="day", target=["qty"], model=str(data / "tiny"),
-                                batch_size=3, device="cpu", quiet=True)
+    reference_job = ForecastJob(
+        input=data / "input.parquet",
+        output=data / "reference.parquet",
+        prediction_length=5,
+        id_column="sku",
+        timestamp_column="day",
+        target=["qty"],
+        model=str(data / "tiny"),
+        batch_size=3,
+        device="cpu",
+        dtype="float32",
+        quiet=True,
+    )
     run_forecast(reference_job)
     reference = pd.read_parquet(data / "reference.parquet")
     assert written["sku"].astype(str).tolist() == reference["sku"].tolist()
-    np.testing.assert_allclose(written["predictions"].to_numpy(float), reference["predictions"].to_numpy(float),
-                               rtol=2e-6)
+    np.testing.assert_allclose(
+        written["predictions"].to_numpy(float), reference["predictions"].to_numpy(float), rtol=2e-6
+    )
     assert pd.read_csv(data / "dataset.errors.csv")["sku"].tolist() == ["sku03", "sku05"]
+
+
+def test_ray_engine_to_a_directory_without_failures(cluster, data, tmp_path):
+    """-o DIR when no series fails (used to raise KeyError in _write_dataset)."""
+    from tsmojo.ray_engine import run_forecast_ray
+
+    good = pd.read_parquet(data / "input.parquet")
+    good = good[~good["sku"].isin(["sku03", "sku05"])]
+    good.to_parquet(tmp_path / "good.parquet", index=False)
+    job = ForecastJob(
+        input=tmp_path / "good.parquet",
+        output=tmp_path / "dataset",
+        prediction_length=5,
+        id_column="sku",
+        timestamp_column="day",
+        target=["qty"],
+        model=str(data / "tiny"),
+        batch_size=3,
+        device="cpu",
+        dtype="float32",
+        quiet=True,
+    )
+    summary = run_forecast_ray(job)
+    assert summary.num_series == 6 and summary.num_errors == 0 and summary.errors_path is None
+    written = pd.read_parquet(tmp_path / "dataset")
+    assert sorted(written["sku"].astype(str).unique()) == sorted(good["sku"].unique())

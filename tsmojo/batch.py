@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,9 +31,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from tsmojo.bundled import DEFAULT_MODEL
 from tsmojo.frames import SeriesError, resolve_columns, validate_future_frame, validate_long_frame
+from tsmojo.frequency import normalize_freq
 from tsmojo.io import (
     InputError,
+    OutputLock,
     Sidecar,
     file_format,
     id_key,
@@ -139,7 +143,7 @@ class ForecastJob:
     future_covariates: Path | None = None
     freq: str | None = None
     quantiles: tuple[float, ...] = DEFAULT_QUANTILE_LEVELS
-    model: str = "tsmojo-mini"
+    model: str = DEFAULT_MODEL
     context_length: int | None = None
     batch_size: int = 256
     device: str = "auto"
@@ -493,11 +497,43 @@ def run_forecast(
     """Run a forecast job end to end; see the module docstring."""
     started = time.monotonic()
     log = log or (lambda message: None)
+    check_output(job)
+    with OutputLock(job.output):
+        return _run_locked(job, forecaster, log, started)
+
+
+def check_output(job: ForecastJob) -> None:
+    """Refuse, before any work, an output that would overwrite an input, is a directory, or
+    cannot be written; and an unknown ``--freq``."""
     if not job.input.is_file():
         raise InputError(f"{job.input} does not exist")
+    if job.output.is_dir():
+        raise InputError(f"-o {job.output} is a directory: name a .csv or .parquet file")
     file_format(job.output)  # fail early on an unknown output format
     if not job.output.parent.exists():
         raise InputError(f"the output directory {job.output.parent} does not exist")
+    derived = {job.output, job.errors_path, job.sidecar}
+    for what, path in (("the input", job.input), ("--future-covariates", job.future_covariates)):
+        if path is not None and path.exists() and any(same_file(path, d) for d in derived):
+            raise InputError(f"-o {job.output} would overwrite {what} {path}: write the forecasts to another file")
+    if not os.access(job.output.parent, os.W_OK):
+        raise InputError(f"cannot write to {job.output.parent} (no write permission or a read-only file system)")
+    try:
+        normalize_freq(job.freq)
+    except ValueError as exc:
+        raise InputError(f"--freq: {exc}") from exc
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _run_locked(
+    job: ForecastJob, forecaster: ChunkForecaster | None, log: Callable[[str], None], started: float
+) -> ForecastSummary:
     columns = resolve_job_columns(job, input_columns(job.input))
     id_column, timestamp_column, _ = columns
     frames, scan = read_series_frames(job.input, id_column, timestamp_column, log)
@@ -509,6 +545,35 @@ def run_forecast(
         log(f"resuming: {finished} finished chunk(s) found in {sidecar.directory}")
 
     progress = Progress(scan.num_series, enabled=not job.quiet)
+    try:
+        num_chunks, plot_ids, plot_history = _forecast_chunks(
+            job, columns, frames, forecaster, future, sidecar, finished, progress
+        )
+    except ValueError:  # InputError, a ragged CSV...: nothing to resume, the rerun must change something
+        sidecar.remove()
+        raise
+    summary = write_output(job, sidecar, num_chunks, columns, plot_ids)
+    summary.num_series = scan.num_series
+    summary.resumed_chunks = min(finished, num_chunks)
+    summary.seconds = time.monotonic() - started
+    if plot_history:
+        summary.plot_history = pd.concat(plot_history, ignore_index=True)
+    sidecar.remove()
+    return summary
+
+
+def _forecast_chunks(
+    job: ForecastJob,
+    columns: tuple[str, str, list[str]],
+    frames: Iterable[pd.DataFrame],
+    forecaster: ChunkForecaster,
+    future: FutureCovariates | None,
+    sidecar: Sidecar,
+    finished: int,
+    progress: Progress,
+) -> tuple[int, list, list[pd.DataFrame]]:
+    """Forecast the chunks not finished yet into the sidecar; return (chunks, plot ids, their history)."""
+    id_column = columns[0]
     plot_history: list[pd.DataFrame] = []
     plot_ids: list = []
     chunk_index = -1
@@ -525,13 +590,4 @@ def run_forecast(
                 plot_ids.append(series_id)
                 plot_history.append(chunk[chunk[id_column].map(lambda v, s=series_id: same_id(v, s))])
     progress.close()
-
-    num_chunks = chunk_index + 1
-    summary = write_output(job, sidecar, num_chunks, columns, plot_ids)
-    summary.num_series = scan.num_series
-    summary.resumed_chunks = min(finished, num_chunks)
-    summary.seconds = time.monotonic() - started
-    if plot_history:
-        summary.plot_history = pd.concat(plot_history, ignore_index=True)
-    sidecar.remove()
-    return summary
+    return chunk_index + 1, plot_ids, plot_history

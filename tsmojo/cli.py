@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tsmojo.bundled import DEFAULT_MODEL
+
 EXIT_OK, EXIT_SERIES_FAILED, EXIT_USAGE = 0, 1, 2
 
 MAIN_EPILOG = """\
@@ -90,7 +92,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_model_options(parser: argparse.ArgumentParser, default_batch: int = 256) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--model", default="tsmojo-mini", help="bundled model name or model directory (default: %(default)s)"
+        "--model", default=DEFAULT_MODEL, help="bundled model name or model directory (default: %(default)s)"
     )
     group.add_argument("--context-length", type=_positive_int, help="use at most this many past points per series")
     group.add_argument(
@@ -456,6 +458,25 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
+def _os_error_text(exc: OSError, command: str) -> str:
+    """One line saying what failed and what to do."""
+    import errno
+
+    where = f" {exc.filename}" if exc.filename else ""
+    what = f"{exc.strerror or exc}{':' + where if where else ''}"
+    if exc.errno == errno.ENOSPC:
+        hint = "free some space, then rerun" + (
+            " with --resume (finished chunks are kept)" if command == "forecast" else ""
+        )
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "write to a directory you can write to (-o)"
+    elif exc.errno == errno.EISDIR:
+        hint = "-o must name a file, not a directory"
+    else:
+        hint = "check the paths and rerun"
+    return f"{what}; {hint}"
+
+
 def cmd_pretrain(argv: list[str]) -> int:
     from tsmojo import pretrain  # lazy: pulls in Lightning
 
@@ -480,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (InputError, FileNotFoundError, ValueError) as exc:  # ValueError: e.g. an unknown --freq
         _warn(f"tsmojo {args.command}: error: {exc}")
+        return EXIT_USAGE
+    except OSError as exc:  # read-only file system, full disk, a directory where a file goes...
+        _warn(f"tsmojo {args.command}: error: {_os_error_text(exc, args.command)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _warn("interrupted; rerun with --resume to continue" if args.command == "forecast" else "interrupted")

@@ -36,10 +36,12 @@ from tsmojo.frequency import (
 from tsmojo.tasks import Task, parse_task
 
 __all__ = [
+    "FLOAT32_MAX",
     "FREQ_ATTR",
     "PreparedFrame",
     "SeriesError",
     "forecasts_to_frame",
+    "parse_timestamps",
     "prepare_frame",
     "raise_for_errors",
     "resolve_columns",
@@ -52,6 +54,12 @@ __all__ = [
 #: key of ``DataFrame.attrs`` where :func:`validate_long_frame` stores ``{series_id: freq}``;
 #: the value is a pandas ``DateOffset`` for datetime timestamps and an ``int`` step for integer ones.
 FREQ_ATTR = "tsmojo_freq"
+
+#: Largest magnitude a forecast can have: outputs are float32. Larger target values are reported.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# A UTC offset (or Z) at the end of a text timestamp: "2020-01-01T00:00:00+01:00", "...Z".
+_OFFSET_PATTERN = r"(?:[zZ]|[+-]\d{2}:?\d{2})$"
 
 # Column names tried, in order, when the caller does not name them.
 _COLUMN_CANDIDATES = (("unique_id", "ds", "y"), ("item_id", "timestamp", "target"), ("id", "timestamp", "target"))
@@ -96,13 +104,20 @@ def resolve_columns(
         if chosen[0] in columns and chosen[1] in columns and (target is not None or tgt in columns):
             id_column, timestamp_column, target = chosen
             break
+    else:  # no convention fits whole: take the one whose id and timestamp columns are there
+        for ids, ts, tgt in _COLUMN_CANDIDATES:
+            if (id_column or ids) in columns and (timestamp_column or ts) in columns:
+                id_column, timestamp_column = id_column or ids, timestamp_column or ts
+                target = target if target is not None else tgt
+                break
     targets = [target] if isinstance(target, str) else list(target or [])
-    missing = [c for c in (id_column, timestamp_column, *targets) if c is None or c not in columns]
-    if missing or not targets:
+    roles = [("id", id_column), ("timestamp", timestamp_column), *(("target", t) for t in targets or [None])]
+    missing = [f"{role} column {name!r}" if name is not None else f"the {role} column" for role, name in roles
+               if name is None or name not in columns]  # fmt: skip
+    if missing:
         raise ValueError(
-            "cannot find the id/timestamp/target columns "
-            f"(have {list(df.columns)}; missing {missing or 'target'}): pass id_column=, timestamp_column= "
-            "and target=, or name them unique_id/ds/y or item_id/timestamp/target"
+            f"cannot find {', '.join(missing)} (the frame has columns {list(df.columns)}): pass id_column=, "
+            "timestamp_column= and target=, or name them unique_id/ds/y or item_id/timestamp/target"
         )
     if len(set(targets)) != len(targets) or {id_column, timestamp_column} & set(targets):
         raise ValueError(f"target columns {targets} must be distinct from each other and from id/timestamp")
@@ -142,9 +157,9 @@ def validate_long_frame(
         fill_gaps: insert missing timestamps (as NaN rows) instead of reporting them.
 
     A series is reported (and dropped from the clean frame) when its target is not numeric,
-    holds +-inf, has no observed value, has missing or duplicate timestamps, has timestamps
-    off its frequency grid, or has gaps while ``fill_gaps`` is False. Constant series and NaNs
-    (leading, trailing or inside) are fine.
+    holds +-inf or values beyond the float32 range (3.4e38), has no observed value, has missing
+    or duplicate timestamps, has timestamps off its frequency grid, or has gaps while
+    ``fill_gaps`` is False. Constant series and NaNs (leading, trailing or inside) are fine.
 
     Returns:
         The clean frame sorted by id then time, with a fresh ``RangeIndex``; ``clean.attrs[FREQ_ATTR]``
@@ -209,11 +224,58 @@ def _parse_timestamp_column(
         if isinstance(ts.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(ts):
             parsed = ts
         else:
-            parsed = pd.to_datetime(ts, errors="coerce")
+            parsed = parse_timestamps(ts)
         for series_id in frame.loc[parsed.isna(), id_column].unique():
             problems.report(series_id, f"missing or unparseable timestamps in {timestamp_column!r}")
         frame[timestamp_column] = parsed
     return frame, integer_index
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Timestamps given as text (or Python objects) -> datetime64, the one way every route parses them.
+
+    * Each value is parsed on its own terms: ``2020-01-01`` next to ``2020-01-01 07:00:00`` or
+      ``2020/01/01`` is fine (pandas would infer one format from the first value and turn the
+      others into NaT).
+    * Values with a UTC offset (``2020-01-01T00:00:00+01:00``, ``...Z``) are converted to UTC and
+      stored without a zone (naive UTC), so offsets that change across DST, or series with and
+      without offsets in one file, parse the same whichever series they are read with.
+    * What cannot be parsed becomes NaT (validation then names the series).
+
+    Integers and datetime columns are returned unchanged."""
+    if values.dtype != object and not pd.api.types.is_string_dtype(values):
+        return values
+    present = values.notna()
+    try:
+        as_text = values.str.strip().where(values.map(type) == str, values)  # noqa: E721
+        with_offset = as_text.str.contains(_OFFSET_PATTERN, regex=True, na=False).astype(bool)
+    except AttributeError:  # no strings at all (e.g. datetime objects)
+        as_text, with_offset = values, pd.Series(False, index=values.index)
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    naive = present & ~with_offset
+    if naive.any():
+        parsed[naive] = _to_naive_datetimes(as_text[naive])
+    if with_offset.any():
+        aware = pd.to_datetime(as_text[with_offset], errors="coerce", utc=True, format="mixed")
+        parsed[with_offset] = aware.dt.tz_convert(None).astype("datetime64[ns]")
+    return parsed
+
+
+def _to_naive_datetimes(values: pd.Series) -> pd.Series:
+    """Text without UTC offsets -> naive datetime64[ns]: one inferred format first (fast), each
+    value on its own where that failed; tz-aware Python objects are converted to naive UTC."""
+    try:
+        parsed = pd.to_datetime(values, errors="coerce")
+    except (TypeError, ValueError):  # e.g. tz-aware and naive datetime objects mixed
+        parsed = pd.to_datetime(values, errors="coerce", utc=True, format="mixed")
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert(None)
+    parsed = parsed.astype("datetime64[ns]")
+    failed = parsed.isna() & values.notna()
+    if failed.any():
+        retry = pd.to_datetime(values[failed], errors="coerce", utc=True, format="mixed")
+        parsed[failed] = retry.dt.tz_convert(None).astype("datetime64[ns]")
+    return parsed
 
 
 def _to_numeric(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -260,7 +322,7 @@ class _SeriesTable:
     ) -> _SeriesTable:
         ids = frame[id_column].to_numpy()
         boundaries = series_starts(ids)
-        ends = np.r_[boundaries[1:], len(ids)]
+        ends = np.r_[boundaries[1:], len(ids)] if len(ids) else np.zeros(0, dtype=np.intp)
         values = frame[target_columns].to_numpy(dtype=float)
         has_inf = np.logical_or.reduceat(np.isinf(values).any(axis=1), boundaries) if len(ids) else np.zeros(0, bool)
         observed = np.logical_or.reduceat(np.isfinite(values), boundaries, axis=0) if len(ids) else np.zeros((0, 1))
@@ -304,7 +366,7 @@ def _check_target_values(
     order: list,
     problems: _Problems,
 ) -> None:
-    """Report series whose target holds +-inf or has no observed value."""
+    """Report series whose target holds +-inf, has no observed value, or exceeds the float32 range."""
     for series_id in order:
         if series_id in problems:
             continue
@@ -318,6 +380,10 @@ def _check_target_values(
         elif not table.observed[k].all():
             empty = [c for c, ok in zip(target_columns, table.observed[k], strict=True) if not ok]
             problems.report(series_id, f"no observed value in target {empty[0]!r} (all NaN or no rows)")
+        elif (biggest := float(np.nanmax(np.abs(table.values[b:e])))) > FLOAT32_MAX:
+            problems.report(
+                series_id, f"target values beyond the float32 range (|y| up to {biggest:.3g}): forecasts are float32"
+            )
 
 
 # A week in nanoseconds: weekly steps infer differently for each weekday the series starts on.
@@ -498,8 +564,18 @@ def validate_future_frame(
     if not is_integer_index(future[timestamp_column]) and not pd.api.types.is_datetime64_any_dtype(
         future[timestamp_column]
     ):
-        future[timestamp_column] = pd.to_datetime(future[timestamp_column], errors="coerce")
+        future[timestamp_column] = parse_timestamps(future[timestamp_column])
     future = future.sort_values([id_column, timestamp_column], kind="stable")
+    # A covariate numeric in the history stays numeric: a stray text cell ("abc") names its series
+    # instead of turning the column categorical for every series of the frame.
+    bad_cells: dict = {}
+    for column in extra:
+        if pd.api.types.is_numeric_dtype(clean_df[column]) and not pd.api.types.is_numeric_dtype(future[column]):
+            numbers, not_numbers = _to_numeric(future[column])
+            for series_id in future.loc[not_numbers, id_column].unique():
+                example = future.loc[not_numbers & (future[id_column] == series_id), column].iloc[0]
+                bad_cells.setdefault(series_id, f"future_df covariate {column!r} is not numeric (e.g. {example!r})")
+            future[column] = numbers
     groups = {key: part for key, part in future.groupby(id_column, sort=False)}
     last = clean_df.groupby(id_column, sort=False)[timestamp_column].last()
     errors = []
@@ -507,6 +583,9 @@ def validate_future_frame(
         part = groups.get(series_id)
         if part is None:
             errors.append(SeriesError(series_id, "missing from future_df (its known-future covariates are needed)"))
+            continue
+        if series_id in bad_cells:
+            errors.append(SeriesError(series_id, bad_cells[series_id]))
             continue
         if len(part) != prediction_length:
             errors.append(
@@ -568,6 +647,11 @@ def prepare_frame(
     id_column, timestamp_column, targets = resolve_columns(df, id_column, timestamp_column, target)
     clean, errors = validate_long_frame(df, id_column, timestamp_column, targets, freq=freq, fill_gaps=fill_gaps)
     raise_for_errors(errors, "df")
+    if future_df is not None and id_column in future_df.columns:
+        extra_ids = pd.Index(pd.unique(future_df[id_column])).difference(pd.Index(pd.unique(clean[id_column])))
+        if len(extra_ids):
+            shown = ", ".join(repr(v) for v in extra_ids[:10]) + (" ..." if len(extra_ids) > 10 else "")
+            raise ValueError(f"future_df has {len(extra_ids)} id(s) that are not in df: {shown}")
     freqs = clean.attrs.pop(FREQ_ATTR, {})  # pandas would deep-copy attrs on every operation
     clean.attrs = {}
     order = pd.unique(df[id_column].dropna())

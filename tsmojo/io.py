@@ -10,20 +10,26 @@ renamed over the output.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import fcntl
+import gzip
 import json
+import lzma
 import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tsmojo.frames import series_starts
+from tsmojo.frames import parse_timestamps, series_starts
 
 __all__ = [
     "READ_ROWS",
@@ -31,6 +37,7 @@ __all__ = [
     "IdScan",
     "InputError",
     "MergedOutput",
+    "OutputLock",
     "Sidecar",
     "atomic_replace",
     "file_format",
@@ -51,6 +58,13 @@ __all__ = [
 READ_ROWS = 65_536
 #: Non-contiguous inputs up to this many rows are sorted in memory; larger ones are refused.
 SORT_LIMIT_ROWS = 20_000_000
+
+
+#: What pandas reads as missing in CSV cells by default; every column but the id column keeps them.
+_CSV_MISSING_MARKERS = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
 
 
 class InputError(ValueError):
@@ -132,7 +146,9 @@ def iter_frames(
 ) -> Iterator[pd.DataFrame]:
     """The file as a stream of pandas frames of about ``rows`` rows each (Parquet or CSV).
 
-    CSV ids are read as strings so that ``007`` stays ``007`` and every batch agrees on the type.
+    CSV ids are read as strings, exactly as written: ``007`` stays ``007``, and ``NA``, ``null``,
+    ``None``, ``N/A`` or an empty field are ids like any other (pandas would read them as missing).
+    Every batch agrees on the type.
     """
     path = Path(path)
     if file_format(path) == "parquet":
@@ -144,8 +160,20 @@ def iter_frames(
         return
     dtype = {id_column: str} if id_column else None
     sep = "\t" if path.name.endswith(".tsv") else ","
-    with pd.read_csv(path, usecols=columns, chunksize=rows, dtype=dtype, sep=sep, keep_default_na=True) as reader:
-        yield from reader
+    options: dict = {}
+    if id_column:
+        # keep_default_na=False with a per-column na_values: the id column has no missing marker
+        header = list(pd.read_csv(path, nrows=0, sep=sep).columns)
+        missing_markers = list(_CSV_MISSING_MARKERS)
+        options = {
+            "keep_default_na": False,
+            "na_values": {c: missing_markers for c in header if c != id_column and (columns is None or c in columns)},
+        }
+    with pd.read_csv(path, usecols=columns, chunksize=rows, dtype=dtype, sep=sep, **options) as reader:
+        for frame in reader:
+            if id_column and id_column in frame.columns:
+                frame[id_column] = frame[id_column].fillna("")  # an empty id field is the id ""
+            yield frame
 
 
 def iter_series_chunks(
@@ -239,16 +267,9 @@ def parse_text_timestamps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     values = frame[column]
     if values.dtype != object and not pd.api.types.is_string_dtype(values):
         return frame
-    parsed = pd.to_datetime(values, errors="coerce")
-    failed = parsed.isna() & values.notna()
-    if failed.any():
-        retry = pd.to_datetime(values[failed], errors="coerce", format="mixed")
-        if retry.notna().any():
-            parsed = parsed.astype(retry.dtype) if parsed.dtype != retry.dtype else parsed
-            parsed[failed] = retry
-    # what still failed is NaT now: validation names those series ("unparseable timestamps")
+    # what cannot be parsed is NaT now: validation names those series ("unparseable timestamps")
     frame = frame.copy()
-    frame[column] = parsed
+    frame[column] = parse_timestamps(values)
     return frame
 
 
@@ -322,11 +343,20 @@ class Sidecar:
         return 0
 
     def finished_chunks(self) -> int:
-        """How many chunks, from the first on, are finished."""
+        """How many chunks, from the first on, are finished and readable: a chunk whose part or
+        marker is corrupt (truncated, garbled) is not finished, so a resumed run recomputes it."""
         index = 0
-        while self.marker(index).is_file() and self.part(index).is_file():
+        while self.marker(index).is_file() and self.part(index).is_file() and self._readable(index):
             index += 1
         return index
+
+    def _readable(self, index: int) -> bool:
+        try:
+            marker = self.read_marker(index)
+            pq.read_table(self.part(index))
+        except (OSError, ValueError, pa.ArrowException):  # json.JSONDecodeError is a ValueError
+            return False
+        return isinstance(marker, dict) and "errors" in marker and "num_series" in marker
 
     def _write_json(self, path: Path, payload: dict) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -389,6 +419,7 @@ def merge_parts(
     rows of the series in ``plot_ids`` are kept aside for a plot."""
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     out_format = file_format(output)
+    separator = "\t" if output.name.lower().endswith(".tsv") else ","
     plot_keys = {id_key(v) for v in plot_ids}
     plot_rows: list[pd.DataFrame] = []
     errors: list[list] = []
@@ -396,7 +427,7 @@ def merge_parts(
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     try:
-        with open(tmp, "wb") as handle:
+        with open(tmp, "wb") as raw, _compressed(raw, output) as handle:
             header = True
             for index in range(num_chunks):
                 marker = sidecar.read_marker(index)
@@ -416,7 +447,7 @@ def merge_parts(
                         writer = pq.ParquetWriter(handle, schema)
                     writer.write_table(table.cast(schema) if table.schema != schema else table)
                 else:
-                    frame.to_csv(handle, header=header, index=False, lineterminator="\n")
+                    frame.to_csv(handle, header=header, index=False, lineterminator="\n", sep=separator)
                     header = False
             if out_format == "parquet":
                 if writer is None:  # every series failed: an empty file with the right columns
@@ -425,7 +456,9 @@ def merge_parts(
                 writer.close()
                 writer = None
             elif header:
-                pd.DataFrame(columns=list(empty_columns)).to_csv(handle, index=False, lineterminator="\n")
+                pd.DataFrame(columns=list(empty_columns)).to_csv(
+                    handle, index=False, lineterminator="\n", sep=separator
+                )
         atomic_replace(tmp, output)
     finally:
         if writer is not None:
@@ -437,6 +470,61 @@ def merge_parts(
         errors_path=write_errors_file(errors_path, id_column, errors),
         plot_forecasts=pd.concat(plot_rows, ignore_index=True) if plot_rows else None,
     )
+
+
+def _compressed(raw: BinaryIO, output: Path) -> contextlib.AbstractContextManager[BinaryIO]:
+    """A binary stream writing into ``raw``, compressed as ``output``'s name says (``.gz``, ``.bz2``,
+    ``.xz``, ``.zst``); ``raw`` itself (in a no-op context) for other names."""
+    name = output.name.lower()
+    if name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # mtime=0: same bytes on every run
+    if name.endswith(".bz2"):
+        return bz2.BZ2File(raw, mode="wb")
+    if name.endswith(".xz"):
+        return lzma.LZMAFile(raw, mode="wb")
+    if name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise InputError(f"{output}: writing .zst needs the zstandard package (pip install zstandard)") from exc
+        return zstandard.ZstdCompressor().stream_writer(raw, closefd=False)  # type: ignore[return-value]
+    return contextlib.nullcontext(raw)
+
+
+class OutputLock:
+    """An exclusive lock on an output (``OUTPUT.tsmojo-lock``, ``flock``): a second run on the same
+    output is refused at once with :class:`InputError` instead of mixing its chunks with the first
+    one's. The lock file is removed on release; a lock left by a killed process is free again."""
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + ".tsmojo-lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise InputError(
+                    f"another tsmojo run is writing {self.path.name.removesuffix('.tsmojo-lock')} (lock {self.path} "
+                    "is held): wait for it to finish, or write to another -o"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file its previous holder removed meanwhile
+                self._fd = fd
+                return self
+            os.close(fd)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_errors_file(path: Path, id_column: str, errors: Sequence[Sequence]) -> Path | None:

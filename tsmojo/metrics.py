@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "DEFAULT_QUANTILE_LEVELS",
+    "check_quantile_levels",
     "columns_by_level",
     "mase",
     "parse_quantile_column",
@@ -56,6 +57,18 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 def quantile_column(level: float) -> str:
     """Name of the column holding quantile ``level``: ``0.1 -> "0.1"``, ``0.025 -> "0.025"``."""
     return f"{float(level):g}"
+
+
+def check_quantile_levels(levels: Iterable[float]) -> list[float]:
+    """``levels`` as floats; raises ``ValueError`` unless each lies strictly between 0 and 1
+    (NaN, 0, 1 or 1.5 are refused: a quantile forecast has no such level)."""
+    try:
+        values = [float(q) for q in levels]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"quantile_levels must be numbers, got {levels!r}") from exc
+    if not values or any(not 0 < q < 1 for q in values):  # NaN fails the comparison too
+        raise ValueError(f"quantile levels must lie strictly between 0 and 1, got {values}")
+    return values
 
 
 def parse_quantile_column(name: object) -> float | None:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL, bundled_models
 from tsmojo.frames import (
     PreparedFrame,
     SeriesError,
@@ -27,13 +28,51 @@ from tsmojo.frames import (
     resolve_columns,
 )
 from tsmojo.hardware import autocast, resolve_device, resolve_dtype
-from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS, quantile_column
+from tsmojo.metrics import DEFAULT_QUANTILE_LEVELS, check_quantile_levels, quantile_column
 from tsmojo.model import TSMojoModel
 from tsmojo.tasks import Task, interpolate_quantiles, mean_weights, parse_inputs
 
-__all__ = ["DEFAULT_QUANTILE_LEVELS", "TSMojoPipeline"]
+__all__ = ["DEFAULT_QUANTILE_LEVELS", "NonFiniteForecastError", "TSMojoPipeline"]
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+class NonFiniteForecastError(ValueError):
+    """Some forecasts are not finite (inputs near the float32 limit); ``indices``: the tasks concerned."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = list(indices)
+        shown = ", ".join(map(str, self.indices[:10])) + (" ..." if len(self.indices) > 10 else "")
+        super().__init__(
+            f"the forecasts of input(s) {shown} are not finite: their values are too close to the float32 limit "
+            "(3.4e38) for forecasts in float32"
+        )
+
+
+# Rows whose largest |value| exceeds this are divided by a power of two before the forward pass (and
+# their forecasts multiplied back): the float32 statistics of the model's scaling would overflow.
+_RESCALE_ABOVE = 2.0**48
+
+
+def _row_factors(context: np.ndarray, future: np.ndarray) -> np.ndarray:
+    """Per row, a power of two (1 for ordinary values) that brings the row's largest |value| to about 2**32."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        biggest = np.fmax(
+            np.nanmax(np.abs(context), axis=1, initial=0.0), np.nanmax(np.abs(future), axis=1, initial=0.0)
+        )
+    biggest = np.nan_to_num(biggest, nan=0.0)
+    exponents = np.where(biggest > _RESCALE_ABOVE, np.ceil(np.log2(np.maximum(biggest, 1.0))) - 32, 0)
+    return np.ldexp(1.0, exponents.astype(int))
+
+
+def _interval_levels(level: Sequence[float]) -> list[float]:
+    """The quantile levels of statsforecast-style intervals: ``[80] -> [0.1, 0.9]``, sorted."""
+    levels: set[float] = set()
+    for value in level:
+        if not 0 < float(value) < 100:
+            raise ValueError(f"level must lie strictly between 0 and 100 (percent), got {value}")
+        levels |= {round((100 - float(value)) / 200, 9), round((100 + float(value)) / 200, 9)}
+    return sorted(levels)
 
 
 class TSMojoPipeline:
@@ -54,12 +93,12 @@ class TSMojoPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path = "tsmojo-mini",
+        name_or_path: str | Path = DEFAULT_MODEL,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "auto",
     ) -> TSMojoPipeline:
-        """Load a bundled model by name (``"tsmojo-mini"``) or a directory holding ``config.json``
-        and ``model.safetensors``.
+        """Load a bundled model by name (default: ``tsmojo.bundled.DEFAULT_MODEL``) or a directory
+        holding ``config.json`` and ``model.safetensors``.
 
         ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when available).
         ``dtype``: compute precision. ``"auto"`` (default) picks bfloat16 where the device runs it
@@ -72,8 +111,9 @@ class TSMojoPipeline:
         if not path.is_dir():
             bundled = BUNDLED_DIR / str(name_or_path)
             if not bundled.is_dir():
-                names = sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir()) if BUNDLED_DIR.is_dir() else []
-                raise FileNotFoundError(f"{name_or_path!r} is neither a directory nor a bundled model {names}")
+                raise FileNotFoundError(
+                    f"{name_or_path!r} is neither a directory nor a bundled model {bundled_models()}"
+                )
             path = bundled
         model = TSMojoModel.from_pretrained(path, device=resolve_device(device))
         return cls(model, dtype=dtype)
@@ -130,6 +170,7 @@ class TSMojoPipeline:
             raise ValueError(f"prediction_length must be >= 1, got {prediction_length}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        quantile_levels = check_quantile_levels(quantile_levels)
         context_length = self.resolve_context_length(context_length)
         for i, task in enumerate(tasks):
             given = task.known_future.shape[1]
@@ -151,6 +192,7 @@ class TSMojoPipeline:
             if current:
                 batches.append(current)
         model_quantiles: list[np.ndarray] = [np.empty(0)] * len(tasks)
+        row_factors: list[np.ndarray] = [np.empty(0)] * len(tasks)
         for batch in batches:
             contexts, futures, roles, groups = [], [], [], []
             for group, i in enumerate(batch):
@@ -159,6 +201,10 @@ class TSMojoPipeline:
                 future = np.full((task.num_rows, prediction_length), np.nan)
                 if task.known.shape[0]:
                     future[task.num_rows - task.known.shape[0] :] = task.known_future[:, :prediction_length]
+                factors = _row_factors(rows, future)
+                if (factors != 1).any():  # exact power-of-two rescaling: the model's scaling is affine
+                    rows, future = rows / factors[:, None], future / factors[:, None]
+                row_factors[i] = factors
                 contexts.append(rows)
                 futures.append(future)
                 roles.append(task.roles())
@@ -179,12 +225,21 @@ class TSMojoPipeline:
             quantiles = quantiles.float().cpu().numpy()
             offset = 0
             for i in batch:
-                model_quantiles[i] = quantiles[offset : offset + tasks[i].target.shape[0]]
+                targets = tasks[i].target.shape[0]
+                model_quantiles[i] = quantiles[offset : offset + targets] * row_factors[i][:targets, None, None]
                 offset += tasks[i].num_rows
         levels = self.model_quantile_levels
         weights = mean_weights(levels)
-        quantiles = [interpolate_quantiles(q, levels, quantile_levels) for q in model_quantiles]
-        means = [q @ weights for q in model_quantiles]
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: reported just below
+            quantiles = [interpolate_quantiles(q, levels, quantile_levels).astype(np.float32) for q in model_quantiles]
+            means = [(q @ weights).astype(np.float32) for q in model_quantiles]
+        bad = [
+            i
+            for i, (q, m) in enumerate(zip(quantiles, means, strict=True))
+            if not np.isfinite(q).all() or not np.isfinite(m).all()
+        ]
+        if bad:
+            raise NonFiniteForecastError(bad)
         return quantiles, means
 
     # -- numpy route -------------------------------------------------------------------------
@@ -236,9 +291,46 @@ class TSMojoPipeline:
             integral of the forecast quantile function: the model's 21 quantiles joined linearly,
             held constant below 0.01 and above 0.99 (see :func:`mean_weights`).
         """
+        tasks = parse_inputs(inputs)
+        for i, task in enumerate(tasks):
+            given = task.known_future.shape[1]
+            if task.known.shape[0] and given > prediction_length:
+                raise ValueError(
+                    f"input {i}: known-future covariates cover {given} future steps, more than "
+                    f"prediction_length={prediction_length}: give exactly prediction_length future values"
+                )
         return self.forecast_tasks(
-            parse_inputs(inputs), prediction_length, quantile_levels, batch_size, context_length, cross_learning
+            tasks, prediction_length, quantile_levels, batch_size, context_length, cross_learning
         )
+
+    def predict_quantiles(
+        self,
+        inputs,
+        prediction_length: int | None = None,
+        quantile_levels: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+        batch_size: int = 256,
+        context_length: int | None = None,
+        cross_learning: bool = False,
+        **kwargs: object,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Chronos-2's ``predict_quantiles``: same signature and return types, so ported code runs.
+
+        Returns ``(quantiles, mean)``: per task a float32 tensor of shape
+        ``(n_variates, prediction_length, len(quantile_levels))`` and one of shape
+        ``(n_variates, prediction_length)``. ``prediction_length`` defaults to the model's output
+        patch span (as Chronos-2 defaults to its own). Chronos-2 options tsmojo has no use for
+        (``limit_prediction_length``...) are accepted and ignored; other inputs as in :meth:`predict`.
+        """
+        unknown = set(kwargs) - {"limit_prediction_length", "unrolled_quantiles", "batch_size"}
+        if unknown:
+            raise TypeError(f"predict_quantiles() got unexpected keyword arguments {sorted(unknown)}")
+        if prediction_length is None:
+            config = self.model.config
+            prediction_length = int(config.max_output_patches * config.patch_size)
+        quantiles, mean = self.predict(
+            inputs, prediction_length, quantile_levels, batch_size, context_length, cross_learning
+        )
+        return [torch.from_numpy(q) for q in quantiles], [torch.from_numpy(m) for m in mean]
 
     # -- pandas route ------------------------------------------------------------------------
     def predict_df(
@@ -255,6 +347,9 @@ class TSMojoPipeline:
         fill_gaps: bool = False,
         batch_size: int = 256,
         context_length: int | None = None,
+        level: Sequence[float] | None = None,
+        alias: str = "tsmojo",
+        nixtla_names: bool = False,
     ) -> pd.DataFrame:
         """Forecast every series of a long-format frame.
 
@@ -277,11 +372,21 @@ class TSMojoPipeline:
                 ``W-SUN``, ``B``, ``QS-DEC``...) or integer step; inferred per series when None.
             cross_learning, batch_size, context_length: as in :meth:`predict`.
             fill_gaps: insert missing timestamps as NaN instead of raising.
+            level: statsforecast-style prediction intervals, in percent (``[80, 95]``): the
+                output then holds ``alias`` (the median) and ``{alias}-lo-{l}`` / ``{alias}-hi-{l}``
+                (the ``(100 - l) / 200`` and ``(100 + l) / 200`` quantiles) instead of
+                ``predictions`` and the quantile columns, ready for
+                ``utilsforecast.evaluation.evaluate(..., level=[80, 95])``. ``quantile_levels`` is
+                then ignored.
+            alias: the model's name in Nixtla-style columns (default ``"tsmojo"``).
+            nixtla_names: name the columns as ``tsmojo forecast --nixtla-names`` does:
+                ``tsmojo`` (median) and ``tsmojo-q-10``... (``alias`` replaces ``tsmojo``).
 
         Returns:
             A frame with the id column, the timestamp column (future timestamps; same names as
             ``df``), ``target_name`` when several targets are given, ``predictions`` (the median)
-            and one column per quantile level, named like ``"0.1"``.
+            and one column per quantile level, named like ``"0.1"`` (or the Nixtla names above).
+            Forecast values are float32, the model's precision.
 
         Raises:
             ValueError: naming every invalid series and its problem (see :mod:`tsmojo.frames`).
@@ -291,10 +396,28 @@ class TSMojoPipeline:
                 raise ValueError("give prediction_length (or a future_df to take it from)")
             id_name = id_column or resolve_columns(df, id_column, timestamp_column, target)[0]
             prediction_length = int(future_df.groupby(id_name).size().max())
+        if level is not None:
+            quantile_levels = _interval_levels(level)
+        levels = check_quantile_levels(quantile_levels)
         prepared = prepare_frame(df, future_df, id_column, timestamp_column, target, prediction_length, freq, fill_gaps)
-        return self.forecast_frame(
-            prepared, prediction_length, quantile_levels, batch_size, context_length, cross_learning
-        )
+        frame = self.forecast_frame(prepared, prediction_length, levels, batch_size, context_length, cross_learning)
+        if level is not None:
+            keys = [
+                prepared.id_column,
+                prepared.timestamp_column,
+                *(["target_name"] if len(prepared.targets) > 1 else []),
+            ]
+            columns = {"predictions": alias}
+            for value in level:
+                low, high = _interval_levels([value])
+                columns[quantile_column(low)] = f"{alias}-lo-{value:g}"
+                columns[quantile_column(high)] = f"{alias}-hi-{value:g}"
+            return frame[[*keys, *columns]].rename(columns=columns)
+        if nixtla_names:
+            from tsmojo.batch import nixtla_names as nixtla_renames
+
+            return frame.rename(columns=nixtla_renames(levels, model=alias))
+        return frame
 
     def forecast_frame(
         self,
@@ -312,9 +435,14 @@ class TSMojoPipeline:
         reason = "cannot infer its frequency from one timestamp; pass freq="
         raise_for_errors([SeriesError(i, reason) for i in prepared.series_ids if prepared.freqs.get(i) is None], "df")
         levels = list(quantile_levels)
-        quantiles, _ = self.forecast_tasks(
-            prepared.tasks, prediction_length, [0.5, *levels], batch_size, context_length, cross_learning
-        )
+        try:
+            quantiles, _ = self.forecast_tasks(
+                prepared.tasks, prediction_length, [0.5, *levels], batch_size, context_length, cross_learning
+            )
+        except NonFiniteForecastError as exc:
+            reason = "its forecast is not finite: values too close to the float32 limit (3.4e38)"
+            raise_for_errors([SeriesError(prepared.series_ids[i], reason) for i in exc.indices], "df")
+            raise
         names = ["predictions", *(quantile_column(q) for q in levels)]
         return forecasts_to_frame(prepared, quantiles, names, prediction_length)
 

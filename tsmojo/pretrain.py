@@ -229,8 +229,9 @@ def parse_duration(text: str) -> float:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="tsmojo pretrain", description=__doc__,
-                                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser or argparse.ArgumentParser(
+        prog="tsmojo pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, help="YAML file with PretrainConfig fields")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/pretrain"), help="checkpoints, logs, export")
     parser.add_argument("--export-dir", type=Path, help="where to write the safetensors model (default RUN_DIR/model)")
@@ -301,12 +302,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
         source = _read_summary(args.init_from)
-        carried = {"steps_before": int(source.get("steps", 0)), "init_from": str(args.init_from),
-                   **{k: source[k] for k in _TOTALS if k in source}}
+        carried = {
+            "steps_before": int(source.get("steps", 0)),
+            "init_from": str(args.init_from),
+            **{k: source[k] for k in _TOTALS if k in source},
+        }
     else:
         model = TSMojoModel(TSMojoConfig(**config.model))
-    module = TSMojoLightningModule(model, config.learning_rate, config.weight_decay, config.warmup_steps,
-                                   config.max_steps)
+    module = TSMojoLightningModule(
+        model, config.learning_rate, config.weight_decay, config.warmup_steps, config.max_steps
+    )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
     sampler = TaskSampler(real, real_panels=panels)
@@ -315,27 +320,45 @@ def main(argv: list[str] | None = None) -> int:
         start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
         previous = _read_summary(export_dir)
         carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
-    summary: dict = {"parameters": sum(p.numel() for p in model.parameters()), "seed": config.seed,
-                     "real_series": len(real), "real_panels": len(panels),
-                     "pretrain_config": dataclasses.asdict(config), **carried}
+    summary: dict = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seed": config.seed,
+        "real_series": len(real),
+        "real_panels": len(panels),
+        "pretrain_config": dataclasses.asdict(config),
+        **carried,
+    }
     stream_start = carried.get("steps_before", 0) + start_step
     data = PretrainData(sampler, config, model.config.patch_size, stream_start)
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     precision = args.precision or default_precision(device)
     summary["precision"] = precision
 
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0,
-                                              train_time_interval=timedelta(minutes=config.checkpoint_minutes))
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        save_last=True,
+        save_top_k=0,
+        train_time_interval=timedelta(minutes=config.checkpoint_minutes),
+    )
     exporter = ThroughputAndExport(export_dir, args.max_time, config.checkpoint_minutes, summary)
     distributed = args.devices * args.num_nodes > 1
     trainer = pl.Trainer(
-        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-        strategy="ddp" if distributed else "auto", precision=precision,
-        max_steps=config.max_steps, max_epochs=-1,
-        val_check_interval=config.validation_every, check_val_every_n_epoch=None,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=precision,
+        max_steps=config.max_steps,
+        max_epochs=-1,
+        val_check_interval=config.validation_every,
+        check_val_every_n_epoch=None,
         logger=pl.loggers.CSVLogger(run_dir, name="logs", version=f"from_step_{start_step}"),
-        callbacks=[checkpoint, exporter], enable_progress_bar=False, gradient_clip_val=1.0,
-        log_every_n_steps=config.log_every, num_sanity_val_steps=0, deterministic=False,
+        callbacks=[checkpoint, exporter],
+        enable_progress_bar=False,
+        gradient_clip_val=1.0,
+        log_every_n_steps=config.log_every,
+        num_sanity_val_steps=0,
+        deterministic=False,
         use_distributed_sampler=False,
     )
     started = time.time()
@@ -343,9 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(checkpoint_path)
     if trainer.is_global_zero:
-        print(f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
-              f"({exporter.series / max(time.time() - started, 1e-9):.1f} series/s); model -> {export_dir}; "
-              f"checkpoint -> {checkpoint_path}")
+        print(
+            f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
+            f"({exporter.series / max(time.time() - started, 1e-9):.1f} series/s); model -> {export_dir}; "
+            f"checkpoint -> {checkpoint_path}"
+        )
     return 0
 
 

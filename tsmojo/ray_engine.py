@@ -35,16 +35,19 @@ from tsmojo.batch import (
     ForecastSummary,
     FutureCovariates,
     LocalForecaster,
+    check_output,
     forecast_chunk,
     job_fingerprint,
     load_future,
     order_forecasts,
     resolve_job_columns,
+    same_file,
     write_output,
 )
 from tsmojo.frames import SeriesError, series_starts
 from tsmojo.io import (
     InputError,
+    OutputLock,
     Sidecar,
     file_format,
     id_key,
@@ -121,8 +124,9 @@ def _read(ray, path: Path, id_column: str):
         return ray.data.read_parquet(str(path))
     import pyarrow.csv as pacsv
 
-    # like pandas.read_csv in the local engine: ids stay text, empty cells are missing values
-    options = pacsv.ConvertOptions(column_types={id_column: pa.string()}, strings_can_be_null=True)
+    # like the local engine: ids stay text as written ("NA", "null" and "" are ids, not missing);
+    # empty or NA cells of numeric columns are missing values
+    options = pacsv.ConvertOptions(column_types={id_column: pa.string()}, strings_can_be_null=False)
     return ray.data.read_csv(str(path), convert_options=options)
 
 
@@ -152,11 +156,22 @@ def run_forecast_ray(
     log = log or (lambda message: None)
     if job.resume:
         raise InputError("--resume is only supported by the local engine (Ray retries failed tasks itself)")
-    if not job.input.is_file():
-        raise InputError(f"{job.input} does not exist")
     to_directory = job.output.suffix == ""
-    if not to_directory:
-        file_format(job.output)
+    if to_directory:
+        if not job.input.is_file():
+            raise InputError(f"{job.input} does not exist")
+        if same_file(job.input, job.output):
+            raise InputError(f"-o {job.output} would overwrite the input: write the forecasts elsewhere")
+    else:
+        check_output(job)
+    with OutputLock(job.output):
+        return _run_ray_locked(ray, job, address, num_cpus, actors, to_directory, started)
+
+
+def _run_ray_locked(
+    ray, job: ForecastJob, address: str | None, num_cpus: int | None, actors: int | None, to_directory: bool,
+    started: float,
+) -> ForecastSummary:  # fmt: skip
     columns = resolve_job_columns(job, input_columns(job.input))
     id_column, timestamp_column, _ = columns
     order = _input_order(job.input, id_column)
@@ -289,6 +304,8 @@ def _write_dataset(job: ForecastJob, dataset, columns: tuple, order: list) -> Fo
     materialized.map_batches(_forecast_rows, batch_format="pandas").write_parquet(str(output))
     failed = materialized.map_batches(_error_rows, batch_format="pandas", fn_kwargs={"id_column": id_column})
     failed = failed.to_pandas()
+    if id_column not in failed.columns or ERROR not in failed.columns:  # no series failed: no column at all
+        failed = pd.DataFrame({id_column: pd.Series([], dtype=object), ERROR: pd.Series([], dtype=object)})
     rank = {id_key(v): i for i, v in enumerate(order)}
     errors = sorted(
         ((json_id(a), b) for a, b in zip(failed[id_column], failed[ERROR], strict=True)),

@@ -18,6 +18,8 @@ import torch
 
 from tsmojo.model import FUTURE_COVARIATE, PAST_COVARIATE, TARGET
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 __all__ = ["Task", "interpolate_quantiles", "mean_weights", "parse_inputs", "parse_task"]
 
 
@@ -67,6 +69,8 @@ def _as_float(values, what: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     array = np.asarray(values)
+    if array.dtype.kind == "c":
+        raise ValueError(f"{what} is complex: give real numbers")
     if array.dtype == object or array.dtype.kind in "USO":
         converted = pd.to_numeric(pd.Series(array.ravel()), errors="coerce").to_numpy(dtype=float)
         if np.isnan(converted).sum() > pd.isna(pd.Series(array.ravel())).sum():
@@ -104,6 +108,17 @@ def _encode_categorical(history, future, target: np.ndarray) -> tuple[np.ndarray
     return encode(history), encode(future)
 
 
+def _covariate_dict(value: object, what: str) -> dict:
+    """A ``{name: values}`` mapping of covariates (None: none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{what} must be a dict of name to array, e.g. {{'price': prices}}; got {type(value).__name__}"
+        )
+    return dict(value)
+
+
 def parse_task(item, index: int, training: bool = False) -> Task:
     """One element of ``predict``'s input list -> a task (see :meth:`tsmojo.TSMojoPipeline.predict`);
     errors name it ``input {index}``.
@@ -125,12 +140,14 @@ def parse_task(item, index: int, training: bool = False) -> Task:
         raise ValueError(f"{name}: target must be 1-D (T,) or 2-D (D, T) and non-empty, got shape {target.shape}")
     if np.isinf(target).any():
         raise ValueError(f"{name}: target holds infinite values")
+    if np.nanmax(np.abs(target), initial=0.0) > _FLOAT32_MAX:
+        raise ValueError(f"{name}: target values beyond the float32 range (3.4e38): forecasts are float32")
     empty_rows = ~np.isfinite(target).any(axis=1)
     if empty_rows.any():
         raise ValueError(f"{name}: target row {int(np.argmax(empty_rows))} has no observed value (all NaN)")
     length = target.shape[1]
-    past_covariates = dict(item.get("past_covariates") or {})
-    future_covariates = dict(item.get("future_covariates") or {})
+    past_covariates = _covariate_dict(item.get("past_covariates"), f"{name}: past_covariates")
+    future_covariates = _covariate_dict(item.get("future_covariates"), f"{name}: future_covariates")
 
     past, known, known_future, future_lengths = [], [], [], set()
     for key, values in future_covariates.items():
@@ -186,6 +203,10 @@ def parse_task(item, index: int, training: bool = False) -> Task:
 
 def parse_inputs(inputs, training: bool = False) -> list[Task]:
     """``predict``'s whole input (a list of tasks, one dict, or a 1-D/2-D/3-D array) -> tasks."""
+    if isinstance(inputs, pd.DataFrame):
+        raise ValueError("predict takes arrays or a list of tasks; for a long-format DataFrame use predict_df")
+    if isinstance(inputs, pd.Series):
+        inputs = [inputs.to_numpy()]  # one series
     if isinstance(inputs, np.ndarray | torch.Tensor):
         array = inputs
         if array.ndim == 1:

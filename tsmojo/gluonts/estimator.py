@@ -8,6 +8,7 @@ from typing import Any
 
 from gluonts.model.estimator import Estimator
 
+from tsmojo.bundled import DEFAULT_MODEL
 from tsmojo.gluonts.dataset import entry_to_input
 from tsmojo.gluonts.predictor import TSMojoPredictor
 from tsmojo.pipeline import TSMojoPipeline
@@ -44,7 +45,7 @@ class TSMojoEstimator(Estimator):
         self,
         prediction_length: int,
         context_length: int | None = None,
-        model: str | Path | TSMojoPipeline = "tsmojo-mini",
+        model: str | Path | TSMojoPipeline = DEFAULT_MODEL,
         batch_size: int = 32,
         num_batches_per_epoch: int = 50,
         trainer_kwargs: dict[str, Any] | None = None,

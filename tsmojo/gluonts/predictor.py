@@ -12,6 +12,7 @@ from gluonts.dataset.field_names import FieldName
 from gluonts.model.forecast import Quantile, QuantileForecast
 from gluonts.model.predictor import Predictor
 
+from tsmojo.bundled import DEFAULT_MODEL
 from tsmojo.gluonts.dataset import entry_to_input
 from tsmojo.hardware import dtype_name
 from tsmojo.model import TSMojoModel
@@ -42,7 +43,7 @@ class TSMojoPredictor(Predictor):
 
     def __init__(
         self,
-        pipeline: TSMojoPipeline | TSMojoModel | str | Path = "tsmojo-mini",
+        pipeline: TSMojoPipeline | TSMojoModel | str | Path = DEFAULT_MODEL,
         prediction_length: int = 1,
         quantile_levels: Sequence[float] | None = None,
         batch_size: int = 256,

@@ -34,6 +34,7 @@ from .._triton_utils import autotune, block
 
 _IEEE = tl.constexpr("ieee")  # exact float32 products: the same numbers as the torch path
 
+
 def _configs(*shapes: tuple[int, int, int]) -> list[triton.Config]:
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=2) for m, n, w in shapes]
 
@@ -84,7 +85,7 @@ def _fwd_kernel(
     s_b, s_h, s_t, s_vb, s_mb, s_mc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_MEM: tl.constexpr,
     HAS_MEM: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -163,7 +164,7 @@ def _bwd_kv_kernel(
     sm_scale, T, H, W, CS, D, M,
     s_b, s_h, s_t, s_vb,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     """One block of BLOCK_N keys: gradients through the window (k, v) and the band (k_fade, v_fade)."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -221,7 +222,7 @@ def _bwd_q_kernel(
     s_b, s_h, s_t, s_vb, s_mb, s_mc,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_MEM: tl.constexpr,
     HAS_MEM: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     """One block of queries: dq from all three sources; memory keys' dk, dv by atomic adds."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -305,7 +306,7 @@ class _BMojoAttention(torch.autograd.Function):
             scale, length, heads, memory.shape[1], slots, window, chunk_size, dim,
             *q_.stride()[:3], valid.stride(0), memory.stride(0), memory.stride(1),
             BLOCK_D=block(dim), BLOCK_MEM=block(slots), HAS_MEM=slots > 0,
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         ctx.save_for_backward(q_, k_, v_, kf_, vf_, valid, memory, out, lse)
         ctx.window, ctx.chunk_size, ctx.scale = window, chunk_size, scale
         return out
@@ -327,14 +328,14 @@ class _BMojoAttention(torch.autograd.Function):
             scale, length, heads, window, chunk_size, dim, slots,
             *strides, valid.stride(0),
             BLOCK_D=block(dim),
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         # Runs after _bwd_kv_kernel on the same stream: adds the memory reads into dk, dv.
         _bwd_q_kernel[lambda meta: (triton.cdiv(length, meta["BLOCK_M"]), batch * heads)](
             q, k, v, kf, vf, valid, memory, d_out, lse, delta, dq, dk, dv,
             scale, length, heads, memory.shape[1], slots, window, chunk_size, dim,
             *strides, valid.stride(0), memory.stride(0), memory.stride(1),
             BLOCK_D=block(dim), BLOCK_MEM=block(slots), HAS_MEM=slots > 0,
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         grads = (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dkf.to(kf.dtype), dvf.to(vf.dtype))
         return (*grads, None, None, None, None, None)
 

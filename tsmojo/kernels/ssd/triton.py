@@ -43,7 +43,7 @@ def _chunk_outer_kernel(
     s_vb, s_vt, s_vn,
     CHUNK: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     TO_END: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     """out[b, c, h] = sum_l w_l a_l v_l^T, with w_l = dt_l exp(cs_last - cs_l) if TO_END else exp(cs_l)."""
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
@@ -67,16 +67,19 @@ def _chunk_outer_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     av = tl.load(
         a_ptr + b * s_ab + t[:, None] * s_at + h * s_ah + offs_p[None, :] * s_ap,
-        mask=tmask[:, None] & (offs_p[None, :] < P), other=0.0,
+        mask=tmask[:, None] & (offs_p[None, :] < P),
+        other=0.0,
     ).to(tl.float32)
     vv = tl.load(
         v_ptr + b * s_vb + t[:, None] * s_vt + offs_n[None, :] * s_vn,
-        mask=tmask[:, None] & (offs_n[None, :] < N), other=0.0,
+        mask=tmask[:, None] & (offs_n[None, :] < N),
+        other=0.0,
     ).to(tl.float32)
     out = tl.dot(tl.trans(av * w[:, None]), vv, input_precision=_IEEE)  # (P, N)
     base = ((b * NC + c) * H + h) * P * N
     tl.store(
-        out_ptr + base + offs_p[:, None] * N + offs_n[None, :], out,
+        out_ptr + base + offs_p[:, None] * N + offs_n[None, :],
+        out,
         mask=(offs_p[:, None] < P) & (offs_n[None, :] < N),
     )
 
@@ -85,7 +88,7 @@ def _chunk_outer_kernel(
 def _state_pass_kernel(
     in_ptr, decay_ptr, out_ptr, NC, H, S,
     BLOCK_S: tl.constexpr, REVERSE: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     """out[c] = carry; carry = exp(decay[c]) carry + in[c], over c ascending (or descending if REVERSE).
 
     Forward: in = chunk contributions, out = state entering each chunk. Reverse: in = the gradient the
@@ -115,7 +118,7 @@ def _chunk_scan_fwd_kernel(
     s_db, s_dt, s_dh,
     s_bb, s_bt, s_bn,
     CHUNK: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     pid = tl.program_id(0)
     h = tl.program_id(1).to(tl.int64)
     b = (pid // NC).to(tl.int64)
@@ -133,7 +136,8 @@ def _chunk_scan_fwd_kernel(
     cs = tl.cumsum(dt * A, axis=0)
     x = tl.load(
         x_ptr + b * s_xb + t[:, None] * s_xt + h * s_xh + offs_p[None, :] * s_xp,
-        mask=tmask[:, None] & pmask[None, :], other=0.0,
+        mask=tmask[:, None] & pmask[None, :],
+        other=0.0,
     ).to(tl.float32)
     bc_offs = b * s_bb + t[:, None] * s_bt + offs_n[None, :] * s_bn
     bc_mask = tmask[:, None] & nmask[None, :]
@@ -141,7 +145,8 @@ def _chunk_scan_fwd_kernel(
     Cm = tl.load(C_ptr + bc_offs, mask=bc_mask, other=0.0).to(tl.float32)
     S = tl.load(
         states_ptr + ((b * NC + c) * H + h) * P * N + offs_p[:, None] * N + offs_n[None, :],
-        mask=pmask[:, None] & nmask[None, :], other=0.0,
+        mask=pmask[:, None] & nmask[None, :],
+        other=0.0,
     )
 
     causal = offs_q[:, None] >= offs_q[None, :]
@@ -151,7 +156,8 @@ def _chunk_scan_fwd_kernel(
     y += tl.exp(cs)[:, None] * tl.dot(Cm, tl.trans(S), input_precision=_IEEE)
     tl.store(
         y_ptr + b * s_xb + t[:, None] * s_xt + h * s_xh + offs_p[None, :] * s_xp,
-        y.to(y_ptr.dtype.element_ty), mask=tmask[:, None] & pmask[None, :],
+        y.to(y_ptr.dtype.element_ty),
+        mask=tmask[:, None] & pmask[None, :],
     )
 
 
@@ -164,7 +170,7 @@ def _chunk_scan_bwd_kernel(
     s_db, s_dt, s_dh,
     s_bb, s_bt, s_bn,
     CHUNK: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip  # parameters in groups: pointers, sizes, strides per tensor, constexprs
     """All gradients of one (batch, chunk, head). x, dy, dx share strides; dt, ddt share strides;
     B, C share strides; dB and dC are per-head partials laid out (batch, T, heads, N), summed by the caller;
     dA is a per-(batch, chunk, head) partial."""
@@ -259,7 +265,7 @@ def _states(x, dt, A, B, chunk_size):
         length, heads, head_dim, state, num_chunks,
         *x.stride(), *dt.stride(), *B.stride(),
         TO_END=True, **meta,
-    )
+    )  # fmt: skip  # arguments grouped as the kernel's parameters
     states = torch.empty_like(contrib)
     _state_pass(contrib, log_decay, states, reverse=False)
     return states, log_decay
@@ -271,7 +277,7 @@ def _state_pass(inputs: torch.Tensor, log_decay: torch.Tensor, out: torch.Tensor
     block_s = min(1024, triton.next_power_of_2(size))
     _state_pass_kernel[(batch * heads, triton.cdiv(size, block_s))](
         inputs, log_decay, out, num_chunks, heads, size, BLOCK_S=block_s, REVERSE=reverse,
-    )
+    )  # fmt: skip  # arguments grouped as the kernel's parameters
 
 
 class _SSDScan(torch.autograd.Function):
@@ -291,7 +297,7 @@ class _SSDScan(torch.autograd.Function):
             length, heads, head_dim, B_.shape[-1], num_chunks,
             *x_.stride(), *dt_.stride(), *B_.stride(),
             **_meta(x_, B_, chunk_size),
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         ctx.save_for_backward(x_, dt_, A_, B_, C_)
         ctx.chunk_size = chunk_size
         return y
@@ -315,7 +321,7 @@ class _SSDScan(torch.autograd.Function):
             length, heads, head_dim, state, num_chunks,
             *dy.stride(), *dt.stride(), *C.stride(),
             TO_END=False, **meta,
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         dstates = torch.empty_like(states)
         _state_pass(local, log_decay, dstates, reverse=True)
         del local
@@ -332,10 +338,14 @@ class _SSDScan(torch.autograd.Function):
             length, heads, head_dim, state, num_chunks,
             *x.stride(), *dt.stride(), *B.stride(),
             **meta,
-        )
+        )  # fmt: skip  # arguments grouped as the kernel's parameters
         return (
-            dx.to(x.dtype), ddt.to(dt.dtype), dA.sum((0, 1)).to(A.dtype),
-            dB.sum(2).to(B.dtype), dC.sum(2).to(C.dtype), None,
+            dx.to(x.dtype),
+            ddt.to(dt.dtype),
+            dA.sum((0, 1)).to(A.dtype),
+            dB.sum(2).to(B.dtype),
+            dC.sum(2).to(C.dtype),
+            None,
         )
 
 
