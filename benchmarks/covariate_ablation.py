@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             shares.append({k: float(np.mean(v)) for k, v in share.shares.items()})
             ablated = forecast({c: np.full(horizon, np.nanmean(v[-horizon * 7 :])) for c, v in window["past"].items()})
             shifted_past = {c: np.r_[np.full(24, v[0]), v[:-24]] for c, v in window["past"].items()}
-            shifted_future = {
-                c: np.r_[window["past"][c][-24:], f][:horizon] for c, f in window["future"].items()
-            }
+            shifted_future = {c: np.r_[window["past"][c][-24:], f][:horizon] for c, f in window["future"].items()}
             shifted = forecast(shifted_future, shifted_past)
             moves_mean.append(np.mean(np.abs(base - ablated)) / scale)
             moves_shift.append(np.mean(np.abs(base - shifted)) / scale)

@@ -92,6 +92,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, geometric_mean  # noqa: E402
+from tsmojo.bundled import DEFAULT_MODEL  # noqa: E402
 from tsmojo.data.real import shared_datasets_dir  # noqa: E402
 
 MEASURED_MODELS = (
@@ -628,7 +629,7 @@ class ModelRun:
 
 def model_runs(
     models: Sequence[str],
-    model: str | Path = "tsmojo-mini",
+    model: str | Path = DEFAULT_MODEL,
     context_length: int | None = None,
     dtype: str = "auto",
     device: str = "cpu",
@@ -1143,7 +1144,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="folder of task folders (default: shared covariates)")
     parser.add_argument("--published", default=None, help="published anchors CSV (default: shared anchors)")
-    parser.add_argument("--model", default="tsmojo-mini", help="bundled model name or model directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
     parser.add_argument("--context-length", type=int, default=None, help="tsmojo context (default: the model's)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--device", default="cpu")

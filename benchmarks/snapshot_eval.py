@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    AGGREGATE_DATASETS,
     EVAL_QUANTILES,
     load_dataset,
     quantile_forecasts,
@@ -30,28 +31,13 @@ from benchmarks.common import (  # noqa: E402
 )
 from tsmojo import TSMojoModel  # noqa: E402
 
-AGGREGATE = [
-    "m1_quarterly",
-    "m1_yearly",
-    "m3_quarterly",
-    "m3_yearly",
-    "tourism_quarterly",
-    "tourism_yearly",
-    "ETTh",
-    "exchange_rate",
-    "nn5_daily",
-    "car_parts",
-    "hospital",
-    "fred_md",
-]
-
 
 def main() -> None:
     torch.set_num_threads(1)
     context_length = int(os.environ.get("CTX", 2048))
     model = TSMojoModel.from_pretrained(sys.argv[1])
     model.config.context_length = context_length  # CTX, not the checkpoint's default cut, sets the context
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else AGGREGATE
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else AGGREGATE_DATASETS
     levels = torch.tensor(model.config.quantiles)
     columns = [int((levels - q).abs().argmin()) for q in EVAL_QUANTILES]
     relative_mase, relative_wql = [], []

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tsmojo import TSMojoModel
-from tsmojo.config import TSMojoConfig
 from tsmojo.bundled import BUNDLED_DIR, bundled_models
+from tsmojo.config import TSMojoConfig
 from tsmojo.pipeline import TSMojoPipeline
 
 

@@ -310,7 +310,7 @@ def test_predict_df_rules(tiny):
     df = _frame(["a", "b"])
     out = tiny.predict_df(df, prediction_length=H)
     assert all(out[c].dtype == np.float32 for c in out.columns[2:])
-    with pytest.raises(ValueError, match=r"cannot find target column 'y' \(the frame has columns"):
+    with pytest.raises(ValueError, match=r"no target column 'y' \(the frame has columns"):
         tiny.predict_df(df.rename(columns={"y": "sales"}), prediction_length=H)
     # timestamps are parsed as the CLI parses them: formats may differ from series to series
     text = df.assign(ds=df["ds"].astype(str))

@@ -81,12 +81,11 @@ def test_ray_engine_equals_local_engine(cluster, data):
     pd.testing.assert_frame_equal(pd.read_csv(data / "ray.parquet.errors.csv"), local_errors)
 
 
-def test_ray_engine_writes_a_parquet_dataset(cluster, data):
-    from tsmojo.ray_engine import run_forecast_ray
-
-    job = ForecastJob(
-        input=data / "input.parquet",
-        output=data / "dataset",
+def forecast_job(data, input_path, output) -> ForecastJob:
+    """The job of the API tests: the tiny model, 5 steps, float32 (exact batch independence)."""
+    return ForecastJob(
+        input=input_path,
+        output=output,
         prediction_length=5,
         id_column="sku",
         timestamp_column="day",
@@ -97,24 +96,17 @@ def test_ray_engine_writes_a_parquet_dataset(cluster, data):
         dtype="float32",
         quiet=True,
     )
+
+
+def test_ray_engine_writes_a_parquet_dataset(cluster, data):
+    from tsmojo.ray_engine import run_forecast_ray
+
+    job = forecast_job(data, data / "input.parquet", data / "dataset")
     summary = run_forecast_ray(job)
     assert summary.num_series == 8 and summary.num_errors == 2
     assert (data / "dataset").is_dir() and list((data / "dataset").glob("*.parquet"))
     written = pd.read_parquet(data / "dataset").sort_values(["sku", "day"]).reset_index(drop=True)
-    reference_job = ForecastJob(
-        input=data / "input.parquet",
-        output=data / "reference.parquet",
-        prediction_length=5,
-        id_column="sku",
-        timestamp_column="day",
-        target=["qty"],
-        model=str(data / "tiny"),
-        batch_size=3,
-        device="cpu",
-        dtype="float32",
-        quiet=True,
-    )
-    run_forecast(reference_job)
+    run_forecast(forecast_job(data, data / "input.parquet", data / "reference.parquet"))  # the local engine
     reference = pd.read_parquet(data / "reference.parquet")
     assert written["sku"].astype(str).tolist() == reference["sku"].tolist()
     np.testing.assert_allclose(
@@ -130,19 +122,7 @@ def test_ray_engine_to_a_directory_without_failures(cluster, data, tmp_path):
     good = pd.read_parquet(data / "input.parquet")
     good = good[~good["sku"].isin(["sku03", "sku05"])]
     good.to_parquet(tmp_path / "good.parquet", index=False)
-    job = ForecastJob(
-        input=tmp_path / "good.parquet",
-        output=tmp_path / "dataset",
-        prediction_length=5,
-        id_column="sku",
-        timestamp_column="day",
-        target=["qty"],
-        model=str(data / "tiny"),
-        batch_size=3,
-        device="cpu",
-        dtype="float32",
-        quiet=True,
-    )
+    job = forecast_job(data, tmp_path / "good.parquet", tmp_path / "dataset")
     summary = run_forecast_ray(job)
     assert summary.num_series == 6 and summary.num_errors == 0 and summary.errors_path is None
     written = pd.read_parquet(tmp_path / "dataset")

@@ -98,7 +98,7 @@ def make_windows(
 
 
 def score_windows(
-    windows: Sequence[Window], forecasts: dict[str, np.ndarray], quantiles: Sequence[float]
+    windows: Sequence[Window], forecasts: dict[str, np.ndarray], quantiles: Sequence[float] | np.ndarray
 ) -> pd.DataFrame:
     """One row per (window, time step): label, abs error, scaled error and quantile losses.
 

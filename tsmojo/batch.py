@@ -463,7 +463,7 @@ def forecast_chunk(
 
 
 def write_output(
-    job: ForecastJob, sidecar: Sidecar, num_chunks: int, columns: tuple[str, str, list[str]], plot_ids: list = ()
+    job: ForecastJob, sidecar: Sidecar, num_chunks: int, columns: tuple[str, str, list[str]], plot_ids: Iterable = ()
 ) -> ForecastSummary:
     """Merge the sidecar's finished parts into the job's output and errors file (see
     :func:`tsmojo.io.merge_parts`)."""

@@ -306,7 +306,7 @@ def cmd_forecast(args) -> int:
         f"Forecasts for {summary.num_forecast:,} of {summary.num_series:,} series written to {summary.output} "
         f"({summary.seconds:.1f}s, {rate:,.1f} series/s)",
     )
-    if summary.plot_forecasts is not None and not args.no_plot:
+    if summary.plot_forecasts is not None and summary.columns is not None and not args.no_plot:
         from tsmojo.plotting import default_history_points, plot_forecast_grid
 
         id_column, timestamp_column, targets = summary.columns
@@ -351,7 +351,7 @@ def cmd_evaluate(args) -> int:
     )
     freqs = clean.attrs.pop(FREQ_ATTR)
     clean.attrs = {}
-    errors = [(e.series_id, e.reason) for e in errors]
+    failed = [(e.series_id, e.reason) for e in errors]  # (id, reason) rows of the errors file
     covariates = [c for c in clean.columns if c not in (id_column, timestamp_column, target)]
     if covariates:
         clean = clean.drop(columns=covariates)
@@ -377,7 +377,7 @@ def cmd_evaluate(args) -> int:
         context_length=args.context_length,
         freqs=freqs,
     )
-    errors += result.errors
+    failed += result.errors
     rank = {v: i for i, v in enumerate(pd.unique(df[id_column]))}
     per_series = result.per_series.sort_values(id_column, key=lambda ids: ids.map(rank), kind="stable")
     output = args.output
@@ -386,10 +386,10 @@ def cmd_evaluate(args) -> int:
     result.aggregate.to_csv(aggregate_path, index=False, lineterminator="\n")
     _say(args, result.aggregate.to_string(index=False))
     _say(args, f"Per-series metrics written to {output}, aggregate to {aggregate_path}")
-    if errors:
+    if failed:
         errors_path = output.with_name(output.name + ".errors.csv")
-        pd.DataFrame(errors, columns=[id_column, "reason"]).to_csv(errors_path, index=False, lineterminator="\n")
-        _warn(f"{len(errors):,} series could not be evaluated; ids and reasons in {errors_path}")
+        pd.DataFrame(failed, columns=[id_column, "reason"]).to_csv(errors_path, index=False, lineterminator="\n")
+        _warn(f"{len(failed):,} series could not be evaluated; ids and reasons in {errors_path}")
     return EXIT_OK
 
 

@@ -16,12 +16,13 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from tsmojo.lightning_module import TSMojoLightningModule
+from tsmojo.lightning_module import BatchList, TSMojoLightningModule
 from tsmojo.model import TSMojoModel
 from tsmojo.tasks import Task
 
@@ -97,17 +98,6 @@ def validation_batches(
         yield collate_windows(windows[start : start + batch_size])
 
 
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        return self.items[index]
-
-
 class KeepBest(pl.Callback):
     """Keeps (in memory) the weights with the lowest ``val_wql`` seen so far, and every score."""
 
@@ -120,11 +110,12 @@ class KeepBest(pl.Callback):
         value = trainer.callback_metrics.get("val_wql")
         if value is None or trainer.sanity_checking:
             return
-        value = float(value)
-        self.history.append(value)
-        if value < self.score:
-            self.score = value
-            self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        score = float(value)
+        self.history.append(score)
+        if score < self.score:
+            self.score = score
+            model = cast(TSMojoLightningModule, pl_module).model
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @dataclass(frozen=True)
@@ -171,14 +162,13 @@ def fine_tune(
         trainable=options.trainable,
     )
     train_data = WindowStream(tasks, prediction_length, context_length, batch_size, seed)
-    loader_kwargs = {"batch_size": None, "num_workers": 0}
-    train_loader = torch.utils.data.DataLoader(train_data, **loader_kwargs)
+    train_loader = torch.utils.data.DataLoader(train_data, batch_size=None, num_workers=0)
     callbacks: list = []
     val_loader = None
     best = KeepBest()
     if validation_tasks:
         batches = list(validation_batches(validation_tasks, prediction_length, context_length, batch_size))
-        val_loader = torch.utils.data.DataLoader(_ListDataset(batches), **loader_kwargs)
+        val_loader = torch.utils.data.DataLoader(BatchList(batches), batch_size=None, num_workers=0)
         callbacks.append(best)
         if options.patience is not None:
             callbacks.append(pl.callbacks.EarlyStopping(monitor="val_wql", mode="min", patience=options.patience))
@@ -186,7 +176,7 @@ def fine_tune(
         root = options.output_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tsmojo-fit-"))
         stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
         torch.manual_seed(seed)
-        kwargs = {
+        kwargs: dict[str, Any] = {  # Trainer arguments, which options.trainer_kwargs may override
             "max_steps": num_steps,
             "accelerator": "gpu" if device.type == "cuda" else "cpu",
             "devices": [device.index or 0] if device.type == "cuda" else 1,

@@ -111,12 +111,17 @@ def resolve_columns(
                 target = target if target is not None else tgt
                 break
     targets = [target] if isinstance(target, str) else list(target or [])
-    roles = [("id", id_column), ("timestamp", timestamp_column), *(("target", t) for t in targets or [None])]
-    missing = [f"{role} column {name!r}" if name is not None else f"the {role} column" for role, name in roles
-               if name is None or name not in columns]  # fmt: skip
-    if missing:
+    roles: list[tuple[str, str | None]] = [("id", id_column), ("timestamp", timestamp_column)]
+    roles += [("target", t) for t in targets] if targets else [("target", None)]
+    missing = [
+        f"{role} column {name!r}" if name is not None else f"{role} column"
+        for role, name in roles
+        if name is None or name not in columns
+    ]
+    if missing or id_column is None or timestamp_column is None:
         raise ValueError(
-            f"cannot find {', '.join(missing)} (the frame has columns {list(df.columns)}): pass id_column=, "
+            f"cannot find the id/timestamp/target columns: no {', '.join(missing)} (the frame has columns "
+            f"{list(df.columns)}): pass id_column=, "
             "timestamp_column= and target=, or name them unique_id/ds/y or item_id/timestamp/target"
         )
     if len(set(targets)) != len(targets) or {id_column, timestamp_column} & set(targets):
@@ -428,6 +433,7 @@ def _series_frequencies(
                 candidate = offset
                 on_grid = isinstance(offset, pd.offsets.Tick) and offset.nanos == step
             else:
+                assert table.stamps_int is not None  # equal positive steps were measured on the stamps
                 first = int(table.stamps_int[b])
                 key = (step, first % _WEEK_NS) if step % _WEEK_NS == 0 else (step,)
                 if key not in inferred:
@@ -694,7 +700,7 @@ def tasks_from_clean_frame(
     # Slice numpy columns per series instead of grouping frames: much faster with many series.
     clean_ids = clean[id_column].to_numpy()
     starts = series_starts(clean_ids)
-    ends = np.r_[starts[1:], len(clean_ids)].astype(int)
+    ends = np.r_[starts[1:], len(clean_ids)].astype(int) if len(clean_ids) else np.zeros(0, dtype=int)
     last_stamps = clean[timestamp_column].iloc[ends - 1].tolist()
     bounds = {clean_ids[b]: (b, e, last) for b, e, last in zip(starts.tolist(), ends.tolist(), last_stamps)}
     target_values = clean[targets].to_numpy(dtype=float)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,10 @@ _RENAMED_ALIASES = {
 _ALIAS_PATTERN = re.compile(r"^(?P<n>[+-]?\d*)(?P<base>[A-Za-z]+)(?P<anchor>-[A-Za-z0-9]+)?$")
 
 
+@overload
+def normalize_freq(freq: None) -> None: ...
+@overload
+def normalize_freq(freq: str | pd.DateOffset | int) -> pd.DateOffset | int: ...
 def normalize_freq(freq: str | pd.DateOffset | int | None) -> pd.DateOffset | int | None:
     """A pandas ``DateOffset`` for any alias pandas has ever accepted (``H``, ``h``, ``T``, ``min``,
     ``M``, ``ME``, ``MS``, ``W-SUN``, ``B``, ``QS-DEC``, ``A-DEC``, ``2H``...), without deprecation

@@ -62,6 +62,6 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def default_precision(device: torch.device) -> str:
+def default_precision(device: torch.device) -> Literal["bf16-mixed", "32-true"]:
     """Lightning's precision name for training on ``device``: ``bf16-mixed`` with native bf16."""
     return "bf16-mixed" if native_bf16(device) else "32-true"

@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -472,7 +472,7 @@ def merge_parts(
     )
 
 
-def _compressed(raw: BinaryIO, output: Path) -> contextlib.AbstractContextManager[BinaryIO]:
+def _compressed(raw: BinaryIO, output: Path) -> contextlib.AbstractContextManager[Any]:
     """A binary stream writing into ``raw``, compressed as ``output``'s name says (``.gz``, ``.bz2``,
     ``.xz``, ``.zst``); ``raw`` itself (in a no-op context) for other names."""
     name = output.name.lower()
@@ -484,10 +484,10 @@ def _compressed(raw: BinaryIO, output: Path) -> contextlib.AbstractContextManage
         return lzma.LZMAFile(raw, mode="wb")
     if name.endswith(".zst"):
         try:
-            import zstandard
+            import zstandard  # type: ignore[import-not-found, unused-ignore]
         except ImportError as exc:
             raise InputError(f"{output}: writing .zst needs the zstandard package (pip install zstandard)") from exc
-        return zstandard.ZstdCompressor().stream_writer(raw, closefd=False)  # type: ignore[return-value]
+        return zstandard.ZstdCompressor().stream_writer(raw, closefd=False)
     return contextlib.nullcontext(raw)
 
 

@@ -18,6 +18,19 @@ from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
 
 
+class BatchList(torch.utils.data.Dataset):
+    """Ready-made batches as a map-style dataset (for a ``DataLoader`` with ``batch_size=None``)."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.batches[index]
+
+
 def batch_loss(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, quantile loss) of ``model`` on a training batch."""
     future, roles = batch["future"], batch["roles"]
@@ -111,7 +124,7 @@ class TSMojoLightningModule(pl.LightningModule):
         num_levels = int(validation_levels(self.model).sum())
         # Every process joins the reduction (with zeros if it saw no batch), or DDP would hang.
         seen = self._wql_sums is not None
-        sums = self._wql_sums if seen else torch.zeros(num_levels + 1, device=self.device)
+        sums = self._wql_sums if self._wql_sums is not None else torch.zeros(num_levels + 1, device=self.device)
         batches = torch.tensor([float(seen)], device=sums.device)
         totals = self.trainer.strategy.reduce(torch.cat([sums, batches]), reduce_op="sum")
         if totals[-1] > 0:

@@ -36,7 +36,9 @@ def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
     rank = torch.argsort(torch.argsort(first_seen))[inverse]  # groups numbered by first row
     order = torch.argsort(rank, stable=True)
     sizes = torch.bincount(rank).tolist()
-    passes, current, filled, start = [], [], 0, 0
+    passes: list[torch.Tensor] = []
+    current: list[torch.Tensor] = []
+    filled, start = 0, 0
     for size in sizes:
         if current and filled + size > max_rows:
             passes.append(torch.cat(current))
@@ -82,6 +84,8 @@ class TSMojoModel(nn.Module):
     covariate. Rows sharing a group id exchange information at every patch; other rows never
     influence each other.
     """
+
+    quantile_levels: torch.Tensor  # a buffer (register_buffer below): declared for type checkers
 
     def __init__(self, config: TSMojoConfig | None = None) -> None:
         super().__init__()

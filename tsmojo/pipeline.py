@@ -35,7 +35,6 @@ from tsmojo.tasks import Task, interpolate_quantiles, mean_weights, parse_inputs
 __all__ = ["DEFAULT_QUANTILE_LEVELS", "NonFiniteForecastError", "TSMojoPipeline"]
 
 
-
 class NonFiniteForecastError(ValueError):
     """Some forecasts are not finite (inputs near the float32 limit); ``indices``: the tasks concerned."""
 
@@ -83,6 +82,8 @@ class TSMojoPipeline:
         pipeline = TSMojoPipeline.from_pretrained("tsmojo-mini")
         quantiles, mean = pipeline.predict([np.sin(np.arange(200) / 5)], prediction_length=24)
     """
+
+    fit_history: dict  # only on a pipeline that fit() returns: {"best_val_wql", "val_wql", "steps"}
 
     def __init__(self, model: TSMojoModel, dtype: str | torch.dtype = "auto") -> None:
         self.model = model.eval()
@@ -182,13 +183,14 @@ class TSMojoPipeline:
         if cross_learning:
             batches = [list(range(len(tasks)))] if tasks else []
         else:
-            batches, current, rows = [], [], 0
+            batches, filled = [], 0
+            current: list[int] = []
             for i, task in enumerate(tasks):
-                if current and rows + task.num_rows > batch_size:
+                if current and filled + task.num_rows > batch_size:
                     batches.append(current)
-                    current, rows = [], 0
+                    current, filled = [], 0
                 current.append(i)
-                rows += task.num_rows
+                filled += task.num_rows
             if current:
                 batches.append(current)
         model_quantiles: list[np.ndarray] = [np.empty(0)] * len(tasks)
@@ -215,18 +217,18 @@ class TSMojoPipeline:
             )
             device = self.device
             with torch.no_grad(), autocast(device, self.dtype):
-                quantiles = self.model.forecast(
+                forecast = self.model.forecast(
                     torch.as_tensor(context, dtype=torch.float32, device=device),
                     prediction_length,
                     group_ids=torch.as_tensor(np.concatenate(groups), device=device),
                     roles=torch.as_tensor(np.concatenate(roles), device=device),
                     future_covariates=torch.as_tensor(np.concatenate(futures), dtype=torch.float32, device=device),
                 )
-            quantiles = quantiles.float().cpu().numpy()
+            batch_quantiles = forecast.float().cpu().numpy()
             offset = 0
             for i in batch:
                 targets = tasks[i].target.shape[0]
-                model_quantiles[i] = quantiles[offset : offset + targets] * row_factors[i][:targets, None, None]
+                model_quantiles[i] = batch_quantiles[offset : offset + targets] * row_factors[i][:targets, None, None]
                 offset += tasks[i].num_rows
         levels = self.model_quantile_levels
         weights = mean_weights(levels)
@@ -499,8 +501,16 @@ class TSMojoPipeline:
 
         def tasks_of(data) -> list[Task]:
             if isinstance(data, pd.DataFrame):
-                frame_options = dict(freq=freq, fill_gaps=fill_gaps, known_covariates=known_covariates)
-                return prepare_frame(data, None, id_column, timestamp_column, target, **frame_options).tasks
+                return prepare_frame(
+                    data,
+                    None,
+                    id_column,
+                    timestamp_column,
+                    target,
+                    freq=freq,
+                    fill_gaps=fill_gaps,
+                    known_covariates=known_covariates,
+                ).tasks
             return parse_inputs(data, training=True)  # known-future values over the target's span suffice
 
         options = FitOptions(

@@ -33,7 +33,7 @@ from tsmojo.config import TSMojoConfig
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
 from tsmojo.data.tasks import TaskMix, TaskSampler
 from tsmojo.hardware import default_precision
-from tsmojo.lightning_module import TSMojoLightningModule
+from tsmojo.lightning_module import BatchList, TSMojoLightningModule
 from tsmojo.model import TSMojoModel
 
 
@@ -114,13 +114,13 @@ def validation_cases(config: PretrainConfig) -> dict[str, tuple[TaskMix, int]]:
     """Held-out synthetic cases the training log tracks apart, as (task mix, context length):
     exact periodic copies, flat endings after motion, long contexts, and energy and weather
     covariate tasks."""
-    plain = dict(real_share=0.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
+    plain = TaskMix(real_share=0.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
     return {
-        "periodic": (TaskMix(generator_weights={"periodic_pattern": 1.0}, **plain), 1024),
-        "flat_ending": (TaskMix(generator_weights={"flat_ending": 1.0}, **plain), 512),
+        "periodic": (dataclasses.replace(plain, generator_weights={"periodic_pattern": 1.0}), 1024),
+        "flat_ending": (dataclasses.replace(plain, generator_weights={"flat_ending": 1.0}), 512),
         "long_context": (TaskMix(), 4096),
         "covariates": (
-            TaskMix(**{**plain, "group_row_share": 1.0}, group_task_weights=(0, 0, 0, 0.5, 0.5, 0)),
+            dataclasses.replace(plain, group_row_share=1.0, group_task_weights=(0, 0, 0, 0.5, 0.5, 0)),
             2048,
         ),
     }
@@ -153,13 +153,15 @@ class PretrainData(pl.LightningDataModule):
         self.sampler, self.config, self.patch_size, self.start_step = sampler, config, patch_size, start_step
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is None:
+            raise RuntimeError("the training stream is built by a trainer (it needs the process's rank)")
         rank, world_size = self.trainer.global_rank, self.trainer.world_size
         stream = PretrainStream(self.sampler, self.config, self.patch_size, self.start_step, rank, world_size)
         # One worker builds batches while the step runs: data never waits on the model or back.
         return DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True, prefetch_factor=4)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(validation_batches(self.sampler, self.config), batch_size=None)
+        return DataLoader(BatchList(validation_batches(self.sampler, self.config)), batch_size=None)
 
 
 class ThroughputAndExport(pl.Callback):

@@ -223,7 +223,9 @@ def parse_inputs(inputs, training: bool = False) -> list[Task]:
 # -- from the model's quantiles to the requested ones --------------------------------------------
 
 
-def interpolate_quantiles(values: np.ndarray, levels: Sequence[float], requested: Sequence[float]) -> np.ndarray:
+def interpolate_quantiles(
+    values: np.ndarray, levels: Sequence[float] | np.ndarray, requested: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Quantiles at ``requested`` levels from quantiles at sorted ``levels`` (last axis).
 
     Linear in the level between neighbours; levels outside ``[levels[0], levels[-1]]`` are
@@ -237,7 +239,7 @@ def interpolate_quantiles(values: np.ndarray, levels: Sequence[float], requested
     return np.where(exact, values[..., low], out)
 
 
-def mean_weights(levels: Sequence[float]) -> np.ndarray:
+def mean_weights(levels: Sequence[float] | np.ndarray) -> np.ndarray:
     """Weights w (summing to 1) with ``mean = sum_i w_i q_i``: the integral over u in (0, 1) of the
     quantile function, taken piecewise linear between the model's levels (trapezoid rule) and
     constant beyond the outermost levels."""

@@ -124,7 +124,7 @@ class TaskSampler:
     def _covariate(self, rng: np.random.Generator, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
         """A target driven by covariates through lagged and nonlinear effects."""
         num_covariates = size - 1
-        covariates = []
+        drivers = []
         for _ in range(num_covariates):
             kind = rng.integers(3)
             if kind == 0:  # events such as promotions or holidays
@@ -133,8 +133,8 @@ class TaskSampler:
                 c = _standardise(kernel_composition(rng, 1, length))[0]
             else:  # piecewise-constant drivers such as a price
                 c = np.repeat(rng.normal(size=length // 8 + 1), 8)[:length]
-            covariates.append(c)
-        covariates = np.stack(covariates)
+            drivers.append(c)
+        covariates = np.stack(drivers)
         base = _standardise(self._synthetic(rng, 1, length))[0] * rng.uniform(0.1, 1.0)
         effect = np.zeros(length)
         for c in covariates:
@@ -242,7 +242,7 @@ class TaskSampler:
     # -- batches ---------------------------------------------------------------------------
     def _degrade_context(self, rng: np.random.Generator, context: np.ndarray) -> np.ndarray:
         """Short histories, random missing values and missing blocks."""
-        n, length = context.shape
+        n, length = map(int, context.shape)  # ints: numpy's stubs read an Any size as a scalar draw
         short = rng.random(n) < self.mix.short_context_share
         keep = np.exp(rng.uniform(np.log(8), np.log(max(9, length)), n)).astype(int)
         columns = np.arange(length)[None, :]

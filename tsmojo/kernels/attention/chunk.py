@@ -83,16 +83,16 @@ def bmojo_attention_chunked(
         return tensor[lead - offset + first_chunk : lead - offset + num_chunks]
 
     score_blocks, masks, value_blocks = [], [], []
-    for offsets, key_chunks, value_chunks, low in (
+    for offsets, chunked_keys, chunked_values, low in (
         (window_offsets, keys, values, 0),
         (band_offsets, fade_keys, fade_values, window),
     ):
         for offset in offsets:
             gap = distance + offset * chunk_size
             in_range = (gap >= low) & (gap < low + window)  # (q, s)
-            score_blocks.append(queries @ at(key_chunks, offset).transpose(-1, -2))
+            score_blocks.append(queries @ at(chunked_keys, offset).transpose(-1, -2))
             masks.append(in_range & at(valid, offset)[:, :, None, :])  # (c, b, q, s)
-            value_blocks.append(at(value_chunks, offset))
+            value_blocks.append(at(chunked_values, offset))
 
     # Eidetic memory: a slot is readable if filled, valid, and older than the query's window.
     memory_index = memory_index[:, first_chunk:num_chunks]
