@@ -179,3 +179,31 @@ def test_frame_to_entries_known_covariates_with_future_df():
         frame_to_entries(
             history, known_covariates=["promo"], future_df=future.assign(ds=future["ds"] + pd.Timedelta(days=1))
         )
+
+
+def test_estimator_train_from_fine_tunes_a_copy_of_the_predictor(tmp_path, monkeypatch):
+    import torch
+
+    from tsmojo.config import TSMojoConfig
+    from tsmojo.model import TSMojoModel
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    start = TSMojoPredictor(TSMojoPipeline(TSMojoModel(TSMojoConfig.tiny(context_length=32)), dtype="float32"), 8)
+    before = {k: v.clone() for k, v in start.pipeline.model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    data = [
+        {"start": pd.Period("2021-01-01", freq="D"), "target": rng.normal(size=60) + 5, "item_id": f"s{i}"}
+        for i in range(3)
+    ]
+    estimator = TSMojoEstimator(
+        prediction_length=8, model=start.pipeline, batch_size=2, num_batches_per_epoch=2,
+        trainer_kwargs={"max_epochs": 1},
+    )  # fmt: skip
+    tuned = estimator.train_from(start, data)
+    assert isinstance(tuned, TSMojoPredictor) and tuned.pipeline is not start.pipeline
+    assert tuned.pipeline.fit_history["steps"] == 2
+    after = tuned.pipeline.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the copy was trained
+    assert all(torch.equal(before[k], v) for k, v in start.pipeline.model.state_dict().items())  # the original not
+    assert len(list(tuned.predict(data))) == 3

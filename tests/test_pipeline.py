@@ -78,9 +78,18 @@ def test_quantile_interpolation_and_mean(pipeline):
     np.testing.assert_allclose(interpolate_quantiles(levels, levels, [0.3, 0.33]), [0.3, 0.33])
 
 
-def test_long_horizon_unrolls(pipeline):
-    quantiles, mean = pipeline.predict([rng_series()], 150)
-    assert quantiles[0].shape == (1, 150, 9) and np.isfinite(quantiles[0]).all()
+def test_long_horizon_unrolls_on_the_median():
+    """Beyond the head's 64 steps the forecast equals a new forecast from the context extended by
+    the median so far: the same task through the unrolled route and two direct calls."""
+    pipeline = TSMojoPipeline.from_pretrained("tsmojo-mini", dtype="float32")
+    x = rng_series(150)
+    long, _ = pipeline.predict([x], 150)
+    first, _ = pipeline.predict([x], 64)
+    np.testing.assert_allclose(long[0][:, :64], first[0], rtol=1e-4, atol=1e-4)
+    extended = np.r_[x, first[0][0, :, 4]]  # level 0.5 of the nine default levels
+    second, _ = pipeline.predict([extended], 64)
+    np.testing.assert_allclose(long[0][:, 64:128], second[0], rtol=1e-4, atol=1e-4)
+    assert long[0].shape == (1, 150, 9)
 
 
 def test_context_length_truncates(pipeline):
@@ -264,8 +273,15 @@ def test_bad_series_raise_naming_the_series(pipeline, bad):
 
 
 def test_fill_gaps_makes_gappy_series_work(pipeline):
-    out = pipeline.predict_df(_bad_frames()["gappy"], prediction_length=4, fill_gaps=True)
+    gappy = _bad_frames()["gappy"]
+    out = pipeline.predict_df(gappy, prediction_length=4, fill_gaps=True)
     assert len(out) == 4 and np.isfinite(out["predictions"]).all()
+    # The same as the series with its missing day written out as NaN.
+    grid = pd.date_range(gappy["ds"].min(), gappy["ds"].max(), freq="D")
+    written = gappy.set_index("ds").reindex(grid).rename_axis("ds").reset_index()
+    written["unique_id"] = "gappy"
+    expected = pipeline.predict_df(written[["unique_id", "ds", "y"]], prediction_length=4)
+    np.testing.assert_allclose(out["predictions"], expected["predictions"], rtol=1e-6)
 
 
 def test_future_df_errors_name_the_series(pipeline):
