@@ -12,8 +12,6 @@ from typing import Literal
 
 import torch
 
-DtypeChoice = Literal["auto", "float32", "bfloat16"]
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 

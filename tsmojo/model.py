@@ -180,8 +180,9 @@ class TSMojoModel(nn.Module):
         group_ids = torch.arange(batch, device=device) if group_ids is None else group_ids.to(device)
         roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device).long()
 
-        loc, scale = self.scale_stats(context.float())  # (B, 1) each
-        patches = self.patch(context.float(), future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
+        context = context.float()
+        loc, scale = self.scale_stats(context)  # (B, 1) each
+        patches = self.patch(context, future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
         x = self.tokens(patches, roles, num_future)  # (B, N + 1 + F, d): context, register, future
         masks = self.masks(patches, num_future)
         x, innovation_loss = self.encode(x, masks, GroupLayout.from_group_ids(group_ids), num_future)  # (B, F, d)

@@ -110,7 +110,7 @@ class PretrainStream(IterableDataset):
             step += 1
 
 
-def validation_cases(config: PretrainConfig) -> dict[str, tuple[TaskMix, int]]:
+def validation_cases() -> dict[str, tuple[TaskMix, int]]:
     """Held-out synthetic cases the training log tracks apart, as (task mix, context length):
     exact periodic copies, flat endings after motion, long contexts, and energy and weather
     covariate tasks."""
@@ -135,7 +135,7 @@ def validation_batches(sampler: TaskSampler, config: PretrainConfig) -> list[dic
         rng = np.random.default_rng([10_000 + config.seed, i])
         batches.append(sampler.sample(rng, 128, 512, config.horizon))
     longest = max(max(stage["lengths"]) for stage in config.context_curriculum)
-    for i, (name, (mix, context_length)) in enumerate(validation_cases(config).items()):
+    for i, (name, (mix, context_length)) in enumerate(validation_cases().items()):
         context_length = min(context_length, longest)
         rng = np.random.default_rng([20_000 + config.seed, i])
         case_sampler = TaskSampler(sampler.real_series, mix, sampler.real_panels)

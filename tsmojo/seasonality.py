@@ -17,12 +17,13 @@ def detect_period(scaled: torch.Tensor, max_period: int, window: int, min_correl
 
     The autocorrelation of the first differences (so trends do not mask cycles) over the last
     ``window`` steps is computed with NaN-aware pair counts, so left padding and missing values
-    change nothing. The period is the lag in ``2 .. max_period`` (at most half the observed
-    window) with the highest local-maximum correlation, if it exceeds ``min_correlation``.
+    change nothing. Candidate lags lie in ``2 .. max_period`` with pairs for at least half the
+    observed window; a candidate is a local maximum of the correlation, follows a negative dip,
+    and clears both ``min_correlation`` and three standard errors of white noise. The period is
+    the shortest candidate within 20% of the best one.
 
     scaled: (B, L) float, NaN where missing. Returns (B,) int64.
     """
-    batch, length = scaled.shape
     x = scaled[:, -window:].double()
     diff = x[:, 1:] - x[:, :-1]
     observed = ~torch.isnan(diff)
@@ -64,7 +65,7 @@ def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> t
 
     scaled: (B, L); period: (B,) int64. Returns (B, L + horizon).
     """
-    batch, length = scaled.shape
+    length = scaled.shape[1]
     steps = torch.arange(length + horizon, device=scaled.device)
     m = period.clamp(min=1)[:, None]
     # Past steps read one period back; future step L + j reads L - m + (j mod m).
