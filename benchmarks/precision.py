@@ -4,6 +4,7 @@
     python benchmarks/precision.py train --threads 2 --compile              # adds bf16 + torch.compile
     python benchmarks/precision.py inference --threads 2 --series 4096      # TSMojoPipeline.predict
     python benchmarks/precision.py learning --steps 600                     # two runs from scratch
+    python benchmarks/precision.py processes --threads 2 --steps 100        # 1 process x 2 threads vs DDP 2 x 1
 
 ``train`` times forward + backward + AdamW of the tsmojo-mini architecture on pretraining
 batches of the stage-2 curriculum, every mode on the same batches, interleaved repeat by repeat
@@ -18,6 +19,10 @@ series of 512 points, horizon 24, with the bundled model, per dtype, interleaved
 ``learning`` runs ``tsmojo pretrain`` from scratch twice (``--precision 32-true`` and
 ``bf16-mixed``) for ``--steps`` steps on the same data stream and compares the held-out
 synthetic validation losses; it plots both curves.
+
+``processes`` runs ``tsmojo pretrain`` end to end per mode: float32 and bf16 in one process with
+``--threads`` threads, and bf16 as ``--threads`` DDP processes of one thread each. Small ops scale
+poorly over intra-op threads; whole processes do not share them.
 
 Results go to ``benchmarks/results/precision_<kind>.{csv,md}`` (and ``.png`` for learning).
 """
@@ -227,6 +232,44 @@ def bench_learning(args: argparse.Namespace) -> pd.DataFrame:
     return final
 
 
+def bench_processes(args: argparse.Namespace) -> pd.DataFrame:
+    """``tsmojo pretrain`` end to end on the same cores: one process with ``--threads`` intra-op
+    threads against ``--threads`` DDP processes of one thread each (gloo)."""
+    runs = REPO / "runs" / "precision_processes"
+    recipe = yaml.safe_load((REPO / "tsmojo" / "recipes" / "mini_v2.yaml").read_text())
+    recipe.update(max_steps=args.steps, validation_every=10**6, checkpoint_minutes=10**6, use_real_series=False,
+                  log_every=1, context_curriculum=recipe["context_curriculum"][-1:])  # fmt: skip
+    recipe.pop("model")  # the tsmojo-mini architecture, without a checkpoint to load
+    runs.mkdir(parents=True, exist_ok=True)
+    modes = [("32-true", 1, args.threads), ("bf16-mixed", 1, args.threads), ("bf16-mixed", args.threads, 1)]
+    rows = []
+    for precision, processes, threads in modes:
+        name = f"{precision}, {processes} process(es) x {threads} thread(s)"
+        run_dir = runs / f"{precision}-{processes}x{threads}"
+        config_path = runs / f"recipe-{processes}x{threads}.yaml"
+        config_path.write_text(yaml.safe_dump({**recipe, "threads": threads}))
+        command = [sys.executable, "-m", "tsmojo.pretrain", "--config", str(config_path), "--run-dir", str(run_dir),
+                   "--precision", precision, "--devices", str(processes)]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        log = pd.read_csv(run_dir / "logs" / "from_step_0" / "metrics.csv")
+        windows = log["series_per_second"].dropna().to_numpy()[1:]  # the first 20 steps warm up
+        rows.append(dict(mode=name, windows=len(windows), series_per_s=float(np.median(windows))))
+    summary = pd.DataFrame(rows)
+    summary["speedup"] = summary["series_per_s"] / summary["series_per_s"].iloc[0]
+    lines = [
+        f"`tsmojo pretrain` of the tsmojo-mini architecture on the mini_v2 long stage (synthetic data), "
+        f"{args.steps} steps per mode on {args.threads} cores; series/s is the median over 20-step windows "
+        "after the first (all ranks' series counted), data generation in DataLoader workers included.",
+        "",
+        "| mode | windows | series/s | vs float32 |",
+        "|---|---|---|---|",
+    ]
+    for row in summary.itertuples():
+        lines.append(f"| {row.mode} | {row.windows} | {row.series_per_s:.1f} | {row.speedup:.2f}x |")
+    write_report("processes", summary, lines, args)
+    return summary
+
+
 def write_report(kind: str, summary: pd.DataFrame, lines: list[str], args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/precision.py " + " ".join(shlex.quote(a) for a in args.argv)
@@ -239,7 +282,7 @@ def write_report(kind: str, summary: pd.DataFrame, lines: list[str], args: argpa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["train", "inference", "learning"])
+    parser.add_argument("kind", choices=["train", "inference", "learning", "processes"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -248,10 +291,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--series", type=int, default=4096, help="inference: series per call")
     parser.add_argument("--context", type=int, default=512, help="inference: points per series")
     parser.add_argument("--horizon", type=int, default=24, help="inference: prediction length")
-    parser.add_argument("--steps", type=int, default=600, help="learning: steps per run")
+    parser.add_argument("--steps", type=int, default=600, help="learning, processes: steps per run")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
-    {"train": bench_train, "inference": bench_inference, "learning": bench_learning}[args.kind](args)
+    kinds = dict(train=bench_train, inference=bench_inference, learning=bench_learning, processes=bench_processes)
+    kinds[args.kind](args)
 
 
 if __name__ == "__main__":

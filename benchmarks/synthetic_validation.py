@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         losses: dict[str, list[float]] = {}
         with torch.no_grad():
             for batch in batches:
-                losses.setdefault(batch.get("case", "val_loss"), []).append(float(batch_loss(model, batch)[1]))
+                quantile_loss = batch_loss(model, batch, weighted=False)[1]
+                losses.setdefault(batch.get("case", "val_loss"), []).append(float(quantile_loss))
         print(name, " ".join(f"{case} {np.mean(values):.4f}" for case, values in losses.items()), flush=True)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tsmojo.data.real import assert_not_eval, load_pretrain_series, pretrain_files, shared_datasets_dir
 from tsmojo.data.synthetic import GENERATORS
-from tsmojo.data.tasks import TaskSampler
+from tsmojo.data.tasks import TaskMix, TaskSampler
 from tsmojo.model import FUTURE_COVARIATE, TARGET
 from tsmojo.pretrain import PretrainConfig, PretrainStream
 
@@ -38,6 +38,17 @@ def test_batches_are_reproducible_and_contain_every_task_kind() -> None:
     assert np.bincount(groups).max() >= 2  # some multivariate / covariate groups
     assert np.isfinite(a["context"].numpy()).any(axis=1).all()  # no empty row
     assert np.isfinite(a["future"].numpy()).all()
+
+
+def test_targets_of_covariate_groups_carry_the_configured_loss_weight() -> None:
+    sampler = TaskSampler(mix=TaskMix(covariate_target_weight=3.0, group_row_share=0.5))
+    batch = sampler.sample(np.random.default_rng(1), 64, 128, 16)
+    roles, groups, weights = batch["roles"].numpy(), batch["group_ids"].numpy(), batch["target_weights"].numpy()
+    with_covariates = np.isin(groups, groups[roles != TARGET])
+    assert with_covariates.any() and (~with_covariates).any()
+    np.testing.assert_array_equal(weights, np.where(with_covariates, 3.0, 1.0))
+    plain = TaskSampler().sample(np.random.default_rng(1), 64, 128, 16)
+    assert (plain["target_weights"].numpy() == 1.0).all()
 
 
 @needs_shared

@@ -14,7 +14,7 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.01, *[round(0.05 * i, 2) for i in rang
 # Fields older checkpoints carry that no model reads: "dropout" was saved but never applied.
 RETIRED_FIELDS = ("dropout",)
 # What a config saved before a field existed meant by its absence: the architecture it was trained with.
-LEGACY_VALUES = {"scale_window": 0, "rotary_max_period": None, "seasonal_hint": False}
+LEGACY_VALUES = {"scale_window": 0, "rotary_max_period": None, "seasonal_hint": False, "covariate_hint": False}
 
 
 @dataclass
@@ -51,6 +51,9 @@ class TSMojoConfig:
     seasonal_hint: bool = True  # feed each token the value one detected period earlier (tsmojo.seasonality)
     hint_max_period: int = 1024  # longest period, in time steps, the detection considers
     hint_window: int = 4096  # time steps at the end of the context the detection reads
+    # Feed each target row whose group holds known-future covariates a ridge regression of its
+    # values on them, fitted over the last `hint_window` steps (tsmojo.covariate_hint).
+    covariate_hint: bool = False
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
     innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training
 

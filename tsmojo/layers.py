@@ -13,6 +13,9 @@ from torch import nn
 from tsmojo.config import TSMojoConfig
 from tsmojo.kernels import bmojo_attention, ssd_scan
 
+# Row roles: what a row of a batch is to its group.
+TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6) -> None:

@@ -5,6 +5,7 @@ A batch is a dict of tensors:
     future   (B, H)  float: the truth for target rows, the known values for known-future covariates
     roles    (B,)    int: 0 target, 1 past-only covariate, 2 known-future covariate
     group_ids (B,)   int: rows sharing an id are forecast jointly
+    target_weights (B,) float, optional: loss weight of each row (pretraining batches have it)
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ class BatchList(torch.utils.data.Dataset):
         return self.batches[index]
 
 
-def batch_loss(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, quantile loss) of ``model`` on a training batch."""
+def batch_loss(
+    model: TSMojoModel, batch: dict[str, torch.Tensor], weighted: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, quantile loss) of ``model`` on a training batch; with ``weighted``, target rows
+    count by the batch's ``target_weights`` where it has them."""
     future, roles = batch["future"], batch["roles"]
     num_patches = min(model.config.max_output_patches, -(-future.shape[1] // model.config.patch_size))
     known = torch.where((roles == FUTURE_COVARIATE)[:, None], future, torch.full_like(future, float("nan")))
@@ -43,6 +47,7 @@ def batch_loss(model: TSMojoModel, batch: dict[str, torch.Tensor]) -> tuple[torc
         future_covariates=known,
         num_output_patches=num_patches,
         future_target=future,
+        target_weights=batch.get("target_weights") if weighted else None,
     )
     return output.loss, output.quantile_loss
 
@@ -111,7 +116,8 @@ class TSMojoLightningModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Batches without a ``case`` log ``val_loss`` and add to ``val_wql`` (logged when the
         validation ends); a batch of a named validation case logs ``val_loss/<case>``."""
-        _, quantile_loss = batch_loss(self.model, batch)
+        # Unweighted, so that validation losses compare across runs with other loss weights.
+        _, quantile_loss = batch_loss(self.model, batch, weighted=False)
         size = batch["context"].shape[0]
         if "case" in batch:
             self.log(f"val_loss/{batch['case']}", quantile_loss, batch_size=size, sync_dist=True)

@@ -12,11 +12,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tsmojo.config import TSMojoConfig
-from tsmojo.layers import BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
+from tsmojo.covariate_hint import covariate_regression
+from tsmojo.layers import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
 from tsmojo.metrics import pinball_loss
 from tsmojo.seasonality import detect_period, seasonal_hint
 
-TARGET, PAST_COVARIATE, FUTURE_COVARIATE = 0, 1, 2
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
 # Default pass size on CPU. tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k
 # tokens run up to 25% faster per token than one pass over 16 x 32k points, whose activations
@@ -48,6 +48,19 @@ def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
         start += size
     passes.append(torch.cat(current))
     return [rows.to(group_ids.device) for rows in passes]
+
+
+def values_and_presence(patches: torch.Tensor) -> torch.Tensor:
+    """(..., p) values with NaN -> (..., 2p): the values with NaN as 0, then 1 where present."""
+    return torch.cat([torch.nan_to_num(patches, nan=0.0), (~torch.isnan(patches)).float()], dim=-1)
+
+
+def zero_initialised(mlp: ResidualMLP) -> ResidualMLP:
+    """``mlp`` with its output layers zeroed: it adds nothing until training moves it."""
+    for layer in (mlp.out, mlp.skip):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return mlp
 
 
 def full_precision(device: torch.device):
@@ -95,13 +108,12 @@ class TSMojoModel(nn.Module):
         self.role_embedding = nn.Embedding(3, d)
         self.future_embedding = nn.Parameter(torch.zeros(d))
         self.register_token = nn.Parameter(torch.randn(d) * 0.02)
+        # The hint embeddings start at zero, so a model trained without a hint keeps its forecasts
+        # when the hint is added and training continues (pretrain --init-from).
         if config.seasonal_hint:
-            # Starts at zero, so a model trained without the hint keeps its forecasts when the
-            # hint is added and training continues (pretrain --init-from).
-            self.hint_embed = ResidualMLP(2 * p, config.d_ff // 4, d)
-            for layer in (self.hint_embed.out, self.hint_embed.skip):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
+            self.hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
+        if config.covariate_hint:
+            self.covariate_hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
         self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
         self.final_norm = RMSNorm(d)
         self.head = ResidualMLP(d, config.d_ff, p * len(config.quantiles))
@@ -149,8 +161,17 @@ class TSMojoModel(nn.Module):
         cfg = self.config
         period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
         hint = seasonal_hint(scaled, period, horizon).view(scaled.shape[0], -1, cfg.patch_size)
-        known = ~torch.isnan(hint)
-        return self.hint_embed(torch.cat([torch.nan_to_num(hint, nan=0.0), known.float()], dim=-1))
+        return self.hint_embed(values_and_presence(hint))
+
+    def embed_covariate_hint(
+        self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int
+    ) -> torch.Tensor:
+        """Tokens (B, N + F, d) of each target's regression on its group's known-future covariates."""
+        cfg, batch = self.config, patches.shape[0]
+        values = patches.reshape(batch, -1)
+        context_steps = values.shape[1] - num_future * cfg.patch_size
+        fitted = covariate_regression(values, context_steps, roles, layout, cfg.hint_window)
+        return self.covariate_hint_embed(values_and_presence(fitted.view_as(patches)))
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -161,6 +182,7 @@ class TSMojoModel(nn.Module):
         future_covariates: torch.Tensor | None = None,
         num_output_patches: int | None = None,
         future_target: torch.Tensor | None = None,
+        target_weights: torch.Tensor | None = None,
     ) -> TSMojoOutput:
         """Forecast ``num_output_patches * patch_size`` steps for every row.
 
@@ -171,6 +193,7 @@ class TSMojoModel(nn.Module):
             future_covariates: (B, H) known future values of role-2 rows (NaN elsewhere), H <= horizon.
             num_output_patches: patches to produce, 1..max_output_patches. Default: the maximum.
             future_target: (B, H) truth for training; NaN entries and non-target rows are ignored.
+            target_weights: (B,) loss weight of each row's future points. Default: all 1.
         """
         cfg = self.config
         batch, device = context.shape[0], context.device
@@ -183,15 +206,16 @@ class TSMojoModel(nn.Module):
         context = context.float()
         loc, scale = self.scale_stats(context)  # (B, 1) each
         patches = self.patch(context, future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
-        x = self.tokens(patches, roles, num_future)  # (B, N + 1 + F, d): context, register, future
+        layout = GroupLayout.from_group_ids(group_ids)
+        x = self.tokens(patches, roles, layout, num_future)  # (B, N + 1 + F, d): context, register, future
         masks = self.masks(patches, num_future)
-        x, innovation_loss = self.encode(x, masks, GroupLayout.from_group_ids(group_ids), num_future)  # (B, F, d)
+        x, innovation_loss = self.encode(x, masks, layout, num_future)  # (B, F, d)
         with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
             prediction = self.head(self.final_norm(x.float())).view(batch, num_future * cfg.patch_size, -1)
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
         if future_target is not None:
-            output.quantile_loss = self.quantile_loss(prediction, future_target, roles, loc, scale)
+            output.quantile_loss = self.quantile_loss(prediction, future_target, roles, loc, scale, target_weights)
             output.loss = output.quantile_loss + cfg.innovation_loss_weight * innovation_loss
         return output
 
@@ -222,16 +246,17 @@ class TSMojoModel(nn.Module):
             )
         return torch.cat([scaled, future], dim=1).view(batch, -1, cfg.patch_size)
 
-    def tokens(self, patches: torch.Tensor, roles: torch.Tensor, num_future: int) -> torch.Tensor:
-        """Embedded patches (values, presence, seasonal hint, role), with the register token
-        between context and future: (B, N + 1 + F, d)."""
+    def tokens(self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int) -> torch.Tensor:
+        """Embedded patches (values, presence, hints, role), with the register token between
+        context and future: (B, N + 1 + F, d)."""
         cfg, batch = self.config, patches.shape[0]
-        present = ~torch.isnan(patches)
         with full_precision(patches.device):  # bf16 would round the scaled inputs to 3 significant digits
-            tokens = self.embed(torch.cat([torch.nan_to_num(patches, nan=0.0), present.float()], dim=-1))
+            tokens = self.embed(values_and_presence(patches))
             if cfg.seasonal_hint:
                 scaled = patches[:, :-num_future].reshape(batch, -1)
                 tokens = tokens + self.embed_hint(scaled, num_future * cfg.patch_size)
+            if cfg.covariate_hint:
+                tokens = tokens + self.embed_covariate_hint(patches, roles, layout, num_future)
         tokens = tokens + self.role_embedding(roles)[:, None, :]
         context_tokens, future_tokens = tokens[:, :-num_future], tokens[:, -num_future:]
         register = self.register_token.expand(batch, 1, -1)
@@ -271,12 +296,16 @@ class TSMojoModel(nn.Module):
         roles: torch.Tensor,
         loc: torch.Tensor,
         scale: torch.Tensor,
+        target_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Pinball loss of the target rows' observed future steps, in scaled units."""
+        """Pinball loss of the target rows' observed future steps, in scaled units, as a mean
+        weighted by ``target_weights`` (B,) when given."""
         horizon = prediction.shape[1]
         target = future_target.float()[:, :horizon]
         target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
         weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
+        if target_weights is not None:
+            weight = weight * target_weights.to(weight.device, torch.float32)[:, None]
         target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
         return pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
 

@@ -42,6 +42,7 @@ class PretrainConfig:
     """Everything that defines a pretraining run. Load from YAML with ``--config``."""
 
     model: dict = field(default_factory=dict)  # overrides of TSMojoConfig fields
+    task_mix: dict = field(default_factory=dict)  # overrides of TaskMix fields (tsmojo/data/tasks.py)
     seed: int = 0
     horizon: int = 64
     tokens_per_batch: int = 9000  # batch size adapts to the context length to keep step cost flat
@@ -128,12 +129,13 @@ def validation_cases() -> dict[str, tuple[TaskMix, int]]:
 
 def validation_batches(sampler: TaskSampler, config: PretrainConfig) -> list[dict]:
     """Held-out batches, from seeds no training batch uses: ``config.validation_batches`` of the
-    training mix at context 512 (logged as ``val_loss``), then one batch per validation case
-    (``val_loss/<case>``)."""
+    default training mix (``TaskMix()``, whatever the run's ``task_mix``, so that runs compare) at
+    context 512 (logged as ``val_loss``), then one batch per validation case (``val_loss/<case>``)."""
     batches = []
+    default_sampler = TaskSampler(sampler.real_series, TaskMix(), sampler.real_panels)
     for i in range(config.validation_batches):
         rng = np.random.default_rng([10_000 + config.seed, i])
-        batches.append(sampler.sample(rng, 128, 512, config.horizon))
+        batches.append(default_sampler.sample(rng, 128, 512, config.horizon))
     longest = max(max(stage["lengths"]) for stage in config.context_curriculum)
     for i, (name, (mix, context_length)) in enumerate(validation_cases().items()):
         context_length = min(context_length, longest)
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = TSMojoModel.from_pretrained(args.init_from)
         # Settings that leave every weight's shape alone (scaling window, rotary periods, context
         # limits, memory sizes) may change with the new schedule; a shape change cannot load.
-        # Turning the seasonal hint on adds its embedding, which starts at zero.
+        # Turning a hint on adds its embedding, which starts at zero.
         model = TSMojoModel(TSMojoConfig.from_dict({**loaded.config.to_dict(), **config.model}))
         try:
             missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}"
             ) from error
-        added = [k for k in missing if not k.startswith("hint_embed.")]
+        added = [k for k in missing if not k.startswith(("hint_embed.", "covariate_hint_embed."))]
         if added or unexpected:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
-    sampler = TaskSampler(real, real_panels=panels)
+    sampler = TaskSampler(real, TaskMix(**config.task_mix), panels)
     start_step = 0
     if args.resume:
         start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])

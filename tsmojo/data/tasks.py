@@ -47,6 +47,10 @@ class TaskMix:
     group_task_weights: tuple[float, ...] = (0.15, 0.1, 0.2, 0.2, 0.15, 0.2)
     short_context_share: float = 0.25
     missing_share: float = 0.15
+    # Loss weight of a target row whose group also holds covariates. Such a group spends the
+    # compute of all its rows on one target's loss, so at weight 1 covariate-driven targets are a
+    # small share of the loss however often they are drawn.
+    covariate_target_weight: float = 1.0
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
@@ -282,9 +286,13 @@ class TaskSampler:
         context = self._degrade_context(rng, context)
         bad = ~np.isfinite(context).any(axis=1)
         context[bad, -1] = 0.0  # a row must have at least one observation
+        has_covariates = np.zeros(group_array.max() + 1, dtype=bool)
+        has_covariates[group_array[roles_array != TARGET]] = True
+        target_weights = np.where(has_covariates[group_array], self.mix.covariate_target_weight, 1.0)
         return {
             "context": torch.from_numpy(context.astype(np.float32)),
             "future": torch.from_numpy(future.astype(np.float32)),
             "roles": torch.from_numpy(roles_array.astype(np.int64)),
             "group_ids": torch.from_numpy(group_array.astype(np.int64)),
+            "target_weights": torch.from_numpy(target_weights.astype(np.float32)),
         }
