@@ -282,6 +282,9 @@ class TaskSampler:
         shifted = rng.random((len(series), 1)) < 0.3
         offset = rng.normal(0, 1, group_array.max() + 1)[group_array][:, None] * shifted
         series = series * scale + offset * scale * 10
+        # A rare draw (an exponential price curve times a large random scale) leaves float32's
+        # range; clipped, it stays a finite, extreme series instead of an infinite loss.
+        series = np.clip(series, -1e30, 1e30)
         context, future = series[:, :context_length], series[:, context_length:]
         context = self._degrade_context(rng, context)
         bad = ~np.isfinite(context).any(axis=1)
