@@ -44,6 +44,13 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:
     assert result.returncode != 0 and "no checkpoint" in result.stderr
 
 
+def test_unknown_task_mix_field_fails_clearly(tmp_path) -> None:
+    config = tmp_path / "recipe.yaml"
+    config.write_text("task_mix:\n  covariate_weight: 3.0\n")
+    result = run("--tiny", "--config", str(config), "--max-steps", "1", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode != 0 and "unknown TaskMix fields ['covariate_weight']" in result.stderr
+
+
 def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> None:
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first = run("--tiny", "--max-steps", "4", "--run-dir", str(first_dir))

@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
+    unknown = sorted(set(config.task_mix) - {f.name for f in dataclasses.fields(TaskMix)})
+    if unknown:
+        raise SystemExit(f"task_mix: unknown TaskMix fields {unknown} (see tsmojo/data/tasks.py)")
     sampler = TaskSampler(real, TaskMix(**config.task_mix), panels)
     start_step = 0
     if args.resume:
