@@ -177,6 +177,16 @@ def bench_inference(args: argparse.Namespace) -> pd.DataFrame:
     return summary
 
 
+def run_pretrain(config_path: Path, run_dir: Path, precision: str, *extra: str) -> tuple[pd.DataFrame, float]:
+    """``tsmojo pretrain`` in a subprocess: its metrics log and its run time in seconds."""
+    command = [sys.executable, "-m", "tsmojo.pretrain", "--config", str(config_path), "--run-dir", str(run_dir),
+               "--precision", precision, *extra]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    return pd.read_csv(run_dir / "logs" / "from_step_0" / "metrics.csv"), seconds
+
+
 def bench_learning(args: argparse.Namespace) -> pd.DataFrame:
     runs = REPO / "runs" / "precision_learning"
     recipe = yaml.safe_load((REPO / "tsmojo" / "recipes" / "mini_stage1.yaml").read_text())
@@ -187,13 +197,7 @@ def bench_learning(args: argparse.Namespace) -> pd.DataFrame:
     config_path.write_text(yaml.safe_dump(recipe))
     curves = []
     for precision in ("32-true", "bf16-mixed"):
-        run_dir = runs / precision
-        command = [sys.executable, "-m", "tsmojo.pretrain", "--config", str(config_path), "--run-dir", str(run_dir),
-                   "--precision", precision, "--max-steps", str(args.steps)]  # fmt: skip
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        log = pd.read_csv(run_dir / "logs" / "from_step_0" / "metrics.csv")
+        log, seconds = run_pretrain(config_path, runs / precision, precision, "--max-steps", str(args.steps))
         validation = log.dropna(subset=["val_loss"])[["step", "val_loss", "val_wql"]].assign(precision=precision)
         validation["run_seconds"] = seconds
         curves.append(validation)
@@ -245,13 +249,10 @@ def bench_processes(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     for precision, processes, threads in modes:
         name = f"{precision}, {processes} process(es) x {threads} thread(s)"
-        run_dir = runs / f"{precision}-{processes}x{threads}"
         config_path = runs / f"recipe-{processes}x{threads}.yaml"
         config_path.write_text(yaml.safe_dump({**recipe, "threads": threads}))
-        command = [sys.executable, "-m", "tsmojo.pretrain", "--config", str(config_path), "--run-dir", str(run_dir),
-                   "--precision", precision, "--devices", str(processes)]  # fmt: skip
-        subprocess.run(command, check=True, capture_output=True, text=True)
-        log = pd.read_csv(run_dir / "logs" / "from_step_0" / "metrics.csv")
+        run_dir = runs / f"{precision}-{processes}x{threads}"
+        log, _ = run_pretrain(config_path, run_dir, precision, "--devices", str(processes))
         windows = log["series_per_second"].dropna().to_numpy()[1:]  # the first 20 steps warm up
         rows.append(dict(mode=name, windows=len(windows), series_per_s=float(np.median(windows))))
     summary = pd.DataFrame(rows)

@@ -17,7 +17,6 @@ def test_a_linear_relationship_is_recovered_over_the_horizon() -> None:
     other = torch.randn(steps, generator=generator)  # a target of another group, alone
     values = torch.stack([target, drivers[0], drivers[1], other, torch.randn(steps, generator=generator)])
     values[[0, 3, 4], context_steps:] = float("nan")  # only the known-future covariates have a future
-    values[4, context_steps:] = float("nan")
     roles = torch.tensor([TARGET, FUTURE_COVARIATE, FUTURE_COVARIATE, TARGET, PAST_COVARIATE])
     layout = GroupLayout.from_group_ids(torch.tensor([0, 0, 0, 1, 1]))
     fitted = covariate_regression(values, context_steps, roles, layout, window=1000)

@@ -266,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_from and args.resume:
         raise SystemExit("--init-from starts a new schedule and --resume continues one: pass only one")
     config = PretrainConfig.from_yaml(args.config) if args.config else PretrainConfig()
+    # Checked before the model is built and the real data loaded, which take a while.
+    unknown = sorted(set(config.task_mix) - {f.name for f in dataclasses.fields(TaskMix)})
+    if unknown:
+        raise SystemExit(f"task_mix: unknown TaskMix fields {unknown} (see tsmojo/data/tasks.py)")
     if args.seed is not None:
         config.seed = args.seed
     if args.max_steps is not None:
@@ -318,9 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
-    unknown = sorted(set(config.task_mix) - {f.name for f in dataclasses.fields(TaskMix)})
-    if unknown:
-        raise SystemExit(f"task_mix: unknown TaskMix fields {unknown} (see tsmojo/data/tasks.py)")
     sampler = TaskSampler(real, TaskMix(**config.task_mix), panels)
     start_step = 0
     if args.resume:
