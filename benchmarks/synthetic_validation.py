@@ -26,25 +26,35 @@ from tsmojo.data.tasks import TaskSampler  # noqa: E402
 from tsmojo.lightning_module import batch_loss  # noqa: E402
 from tsmojo.pretrain import PretrainConfig, validation_batches  # noqa: E402
 
+DEFAULT_RECIPE = Path("tsmojo/recipes/mini_v2.yaml")
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="bundled model names or model directories")
-    parser.add_argument("--recipe", type=Path, default=Path("tsmojo/recipes/mini_v2.yaml"))
-    args = parser.parse_args(argv)
+
+def validation_losses(models: list[str | Path], recipe: Path = DEFAULT_RECIPE) -> dict[str, dict[str, float]]:
+    """Each model's mean quantile loss per validation case (``val_loss`` is the training mix)."""
     torch.set_num_threads(1)
-    config = PretrainConfig.from_yaml(args.recipe)
+    config = PretrainConfig.from_yaml(recipe)
     sampler = TaskSampler(load_pretrain_series(min_length=config.horizon + 16), real_panels=load_pretrain_panels())
     batches = validation_batches(sampler, config)
-    for name in args.models:
-        path = Path(name) if Path(name).is_dir() else BUNDLED_DIR / name
+    results = {}
+    for name in models:
+        path = Path(name) if Path(name).is_dir() else BUNDLED_DIR / str(name)
         model = TSMojoModel.from_pretrained(path)
         losses: dict[str, list[float]] = {}
         with torch.no_grad():
             for batch in batches:
                 quantile_loss = batch_loss(model, batch, weighted=False)[1]
                 losses.setdefault(batch.get("case", "val_loss"), []).append(float(quantile_loss))
-        print(name, " ".join(f"{case} {np.mean(values):.4f}" for case, values in losses.items()), flush=True)
+        results[str(name)] = {case: float(np.mean(values)) for case, values in losses.items()}
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="bundled model names or model directories")
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
+    args = parser.parse_args(argv)
+    for name, losses in validation_losses(args.models, args.recipe).items():
+        print(name, " ".join(f"{case} {value:.4f}" for case, value in losses.items()), flush=True)
 
 
 if __name__ == "__main__":

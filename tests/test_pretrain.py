@@ -6,7 +6,10 @@ import sys
 
 import torch
 
+from tests.helpers import random_walks
 from tsmojo import TSMojoModel
+from tsmojo.config import TSMojoConfig
+from tsmojo.lightning_module import TSMojoLightningModule
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -106,3 +109,25 @@ def test_two_process_ddp_on_cpu(tmp_path) -> None:
     assert summary["series_seen_total"] >= 2 * 4 * 16
     assert result.stdout.count("pretrain: 4 steps") == 1  # only rank 0 reports and exports
     TSMojoModel.from_pretrained(run_dir / "model")
+
+
+def test_a_step_with_non_finite_gradients_is_skipped() -> None:
+    torch.manual_seed(0)
+    module = TSMojoLightningModule(TSMojoModel(TSMojoConfig.tiny()), learning_rate=1e-2)
+    optimizer = torch.optim.AdamW(module.model.parameters(), lr=1e-2)
+    context = random_walks(4, 64)
+
+    def step(poison: bool) -> bool:
+        """One backward and optimizer step; True if any weight moved."""
+        before = [p.detach().clone() for p in module.model.parameters()]
+        optimizer.zero_grad()
+        module.model(context, future_target=context[:, -8:]).loss.backward()
+        if poison:
+            next(module.model.parameters()).grad[0] = float("nan")
+        module.on_before_optimizer_step(optimizer)
+        optimizer.step()
+        return any(not torch.equal(a, p) for a, p in zip(before, module.model.parameters(), strict=True))
+
+    assert not step(poison=True) and module.skipped_steps == 1
+    assert step(poison=False) and module.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())

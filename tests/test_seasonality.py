@@ -8,6 +8,8 @@ import torch
 
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
+from tsmojo.layers import GroupLayout
+from tsmojo.model import values_and_presence
 from tsmojo.seasonality import detect_period, seasonal_hint
 
 
@@ -74,9 +76,53 @@ def test_the_hint_carries_the_cycle_into_the_forecast_tokens(period):
     base = torch.sin(2 * torch.pi * t / period)
     other = base.clone()
     other[-period:] += 0.5
-    scaled = torch.stack([base, other])
-    a, b = model.embed_hint(scaled, horizon=16)[:, -2:].unbind(0)
+    patch = model.config.patch_size
+    patches = torch.stack([base, other]).view(2, -1, patch)
+    future = torch.full((2, 1, patch), float("nan"))
+    layout = GroupLayout.from_group_ids(torch.arange(2))
+    hints = model.hints(torch.cat([patches, future], dim=1), torch.zeros(2), layout, num_future=1)
+
+    def future_hint_tokens() -> tuple[torch.Tensor, torch.Tensor]:
+        return model.hint_embed(values_and_presence(hints.seasonal))[:, -2:].unbind(0)
+
+    a, b = future_hint_tokens()
     assert torch.equal(a, b)  # zero-initialised: nothing passes yet
     torch.nn.init.normal_(model.hint_embed.skip.weight)
-    a, b = model.embed_hint(scaled, horizon=16)[:, -2:].unbind(0)
+    a, b = future_hint_tokens()
     assert not torch.allclose(a, b)
+
+
+def test_an_open_shortcut_with_a_silent_head_forecasts_the_seasonal_naive():
+    # The shortcut adds the hint itself to the forecast: with the gate fully open and the head
+    # emitting nothing, every quantile is the last cycle repeated, exactly.
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True)).eval()
+    for layer in (model.head.out, model.head.skip):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    torch.nn.init.ones_(model.hint_gate.bias)
+    period, horizon = 24, 16
+    t = torch.arange(480.0)
+    context = (10 + 3 * torch.sin(2 * torch.pi * t / period) + torch.cos(4 * torch.pi * t / period))[None]
+    forecast = model.forecast(context, horizon)
+    seasonal_naive = context[0, -period:][torch.arange(horizon) % period]
+    for level in range(forecast.shape[-1]):
+        torch.testing.assert_close(forecast[0, :, level], seasonal_naive, rtol=1e-4, atol=1e-4)
+
+
+def test_a_closed_shortcut_leaves_the_forecast_unchanged_and_learns():
+    torch.manual_seed(0)
+    without = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True)).eval()
+    with_shortcut = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True)).eval()
+    missing, unexpected = with_shortcut.load_state_dict(without.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("hint_gate.") for k in missing)
+    context = rows(300)
+    torch.testing.assert_close(with_shortcut.forecast(context, 12), without.forecast(context, 12))
+    future = torch.sin(2 * torch.pi * torch.arange(300.0, 316.0) / 24).expand(len(context), -1)
+    with_shortcut.train()(context, future_target=future).loss.backward()
+    assert with_shortcut.hint_gate.weight.grad.abs().sum() > 0
+
+
+def test_a_shortcut_needs_a_hint():
+    with pytest.raises(ValueError, match="hint_shortcut"):
+        TSMojoConfig.tiny(seasonal_hint=False, covariate_hint=False, hint_shortcut=True)

@@ -14,7 +14,13 @@ DEFAULT_QUANTILES: tuple[float, ...] = (0.01, *[round(0.05 * i, 2) for i in rang
 # Fields older checkpoints carry that no model reads: "dropout" was saved but never applied.
 RETIRED_FIELDS = ("dropout",)
 # What a config saved before a field existed meant by its absence: the architecture it was trained with.
-LEGACY_VALUES = {"scale_window": 0, "rotary_max_period": None, "seasonal_hint": False, "covariate_hint": False}
+LEGACY_VALUES = {
+    "scale_window": 0,
+    "rotary_max_period": None,
+    "seasonal_hint": False,
+    "covariate_hint": False,
+    "hint_shortcut": False,
+}
 
 
 @dataclass
@@ -54,6 +60,9 @@ class TSMojoConfig:
     # Feed each target row whose group holds known-future covariates a ridge regression of its
     # values on them, fitted over the last `hint_window` steps (tsmojo.covariate_hint).
     covariate_hint: bool = False
+    # Add each enabled hint's future values to the forecast through a gate read from the future
+    # tokens (TSMojoModel.hint_shortcut), so that copying a cycle or a regression is exact.
+    hint_shortcut: bool = False
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
     innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training
 
@@ -69,6 +78,8 @@ class TSMojoConfig:
             )
         if self.rotary_max_period is not None and self.rotary_max_period <= 2 * math.pi:
             raise ValueError(f"rotary_max_period must exceed 2*pi patches, got {self.rotary_max_period}")
+        if self.hint_shortcut and not (self.seasonal_hint or self.covariate_hint):
+            raise ValueError("hint_shortcut needs a hint to pass on: enable seasonal_hint or covariate_hint")
         for name in ("patch_size", "window", "chunk_size", "max_output_patches", "context_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

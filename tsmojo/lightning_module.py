@@ -94,6 +94,7 @@ class TSMojoLightningModule(pl.LightningModule):
         # WQL is a ratio of sums over the whole validation set: the sums are collected per batch
         # and divided once at the end (a mean of per-batch ratios would weight batches wrongly).
         self._wql_sums: torch.Tensor | None = None
+        self.skipped_steps = 0  # optimizer steps skipped for non-finite gradients, this run
 
     def set_trainable(self, trainable: str) -> None:
         """``all``: every weight; ``head``: the quantile head and the last block only."""
@@ -109,6 +110,18 @@ class TSMojoLightningModule(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_quantile_loss", quantile_loss, batch_size=size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skips an update whose gradients are not finite: one overflowing batch would otherwise
+        turn every weight into NaN (clipping cannot rescale a NaN norm). AdamW leaves parameters
+        without a gradient alone, moments and weight decay included."""
+        gradients = [p.grad for p in self.model.parameters() if p.grad is not None]
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in gradients]).all()) if gradients else True
+        if not finite:
+            for parameter in self.model.parameters():
+                parameter.grad = None
+            self.skipped_steps += 1
+        self.log("skipped_steps", float(self.skipped_steps), reduce_fx="max")
 
     def on_validation_epoch_start(self) -> None:
         self._wql_sums = None

@@ -50,6 +50,18 @@ def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
     return [rows.to(group_ids.device) for rows in passes]
 
 
+@dataclass
+class Hints:
+    """Per-row hints as patches (B, N + F, p) in model space, NaN where a hint has no value; None
+    when the config disables that hint."""
+
+    seasonal: torch.Tensor | None = None  # the value one detected period earlier (tsmojo.seasonality)
+    covariate: torch.Tensor | None = None  # the regression on known-future covariates (tsmojo.covariate_hint)
+
+    def enabled(self) -> list[torch.Tensor]:
+        return [h for h in (self.seasonal, self.covariate) if h is not None]
+
+
 def values_and_presence(patches: torch.Tensor) -> torch.Tensor:
     """(..., p) values with NaN -> (..., 2p): the values with NaN as 0, then 1 where present."""
     return torch.cat([torch.nan_to_num(patches, nan=0.0), (~torch.isnan(patches)).float()], dim=-1)
@@ -114,6 +126,11 @@ class TSMojoModel(nn.Module):
             self.hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
         if config.covariate_hint:
             self.covariate_hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
+        if config.hint_shortcut:
+            # Zero at first as well: a trained model keeps its forecasts until training opens it.
+            self.hint_gate = nn.Linear(d, p * (int(config.seasonal_hint) + int(config.covariate_hint)))
+            nn.init.zeros_(self.hint_gate.weight)
+            nn.init.zeros_(self.hint_gate.bias)
         self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
         self.final_norm = RMSNorm(d)
         self.head = ResidualMLP(d, config.d_ff, p * len(config.quantiles))
@@ -156,22 +173,36 @@ class TSMojoModel(nn.Module):
     def from_model_space(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return loc + scale * torch.sinh(z.clamp(-_MAX_ASINH, _MAX_ASINH))
 
-    def embed_hint(self, scaled: torch.Tensor, horizon: int) -> torch.Tensor:
-        """Tokens (B, L / p + horizon / p, d) of the seasonal-naive hint of each patch."""
-        cfg = self.config
-        period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
-        hint = seasonal_hint(scaled, period, horizon).view(scaled.shape[0], -1, cfg.patch_size)
-        return self.hint_embed(values_and_presence(hint))
-
-    def embed_covariate_hint(
-        self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int
-    ) -> torch.Tensor:
-        """Tokens (B, N + F, d) of each target's regression on its group's known-future covariates."""
+    def hints(self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int) -> Hints:
+        """The hints the config enables, as patches (B, N + F, p) in model space, NaN where none."""
         cfg, batch = self.config, patches.shape[0]
-        values = patches.reshape(batch, -1)
-        context_steps = values.shape[1] - num_future * cfg.patch_size
-        fitted = covariate_regression(values, context_steps, roles, layout, cfg.hint_window)
-        return self.covariate_hint_embed(values_and_presence(fitted.view_as(patches)))
+        hints = Hints()
+        if cfg.seasonal_hint:
+            scaled = patches[:, :-num_future].reshape(batch, -1)
+            period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+            hints.seasonal = seasonal_hint(scaled, period, num_future * cfg.patch_size).view_as(patches)
+        if cfg.covariate_hint:
+            values = patches.reshape(batch, -1)
+            context_steps = values.shape[1] - num_future * cfg.patch_size
+            fitted = covariate_regression(values, context_steps, roles, layout, cfg.hint_window)
+            hints.covariate = fitted.view_as(patches)
+        return hints
+
+    def hint_shortcut(self, x: torch.Tensor, hints: Hints) -> torch.Tensor:
+        """Gated hint values added straight to the forecast, (B, F * p), in model space.
+
+        Through the embedding, a hint must survive every block and the head to reach the
+        output, and a 2M-parameter model redraws a copied cycle only approximately (it lost to
+        seasonal naive on near-periodic hourly series). The gate, read from each future token,
+        lets the forecast be "this hint, plus a correction" per step instead.
+
+        x: (B, F, d) future tokens after the last block.
+        """
+        batch, num_future, p = x.shape[0], x.shape[1], self.config.patch_size
+        gates = self.hint_gate(x).view(batch, num_future, -1, p)
+        future_hints = torch.stack([h[:, -num_future:] for h in hints.enabled()], dim=2)  # (B, F, kinds, p)
+        shortcut = (gates * torch.nan_to_num(future_hints, nan=0.0)).sum(2)
+        return shortcut.reshape(batch, num_future * p)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -207,11 +238,16 @@ class TSMojoModel(nn.Module):
         loc, scale = self.scale_stats(context)  # (B, 1) each
         patches = self.patch(context, future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
         layout = GroupLayout.from_group_ids(group_ids)
-        x = self.tokens(patches, roles, layout, num_future)  # (B, N + 1 + F, d): context, register, future
+        with full_precision(device):
+            hints = self.hints(patches, roles, layout, num_future)  # model space, (B, N + F, p) each
+        x = self.tokens(patches, hints, roles, num_future)  # (B, N + 1 + F, d): context, register, future
         masks = self.masks(patches, num_future)
         x, innovation_loss = self.encode(x, masks, layout, num_future)  # (B, F, d)
         with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
-            prediction = self.head(self.final_norm(x.float())).view(batch, num_future * cfg.patch_size, -1)
+            x = self.final_norm(x.float())
+            prediction = self.head(x).view(batch, num_future * cfg.patch_size, -1)
+            if cfg.hint_shortcut:
+                prediction = prediction + self.hint_shortcut(x, hints)[..., None]
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
         if future_target is not None:
@@ -246,17 +282,16 @@ class TSMojoModel(nn.Module):
             )
         return torch.cat([scaled, future], dim=1).view(batch, -1, cfg.patch_size)
 
-    def tokens(self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int) -> torch.Tensor:
+    def tokens(self, patches: torch.Tensor, hints: Hints, roles: torch.Tensor, num_future: int) -> torch.Tensor:
         """Embedded patches (values, presence, hints, role), with the register token between
         context and future: (B, N + 1 + F, d)."""
-        cfg, batch = self.config, patches.shape[0]
+        batch = patches.shape[0]
         with full_precision(patches.device):  # bf16 would round the scaled inputs to 3 significant digits
             tokens = self.embed(values_and_presence(patches))
-            if cfg.seasonal_hint:
-                scaled = patches[:, :-num_future].reshape(batch, -1)
-                tokens = tokens + self.embed_hint(scaled, num_future * cfg.patch_size)
-            if cfg.covariate_hint:
-                tokens = tokens + self.embed_covariate_hint(patches, roles, layout, num_future)
+            if hints.seasonal is not None:
+                tokens = tokens + self.hint_embed(values_and_presence(hints.seasonal))
+            if hints.covariate is not None:
+                tokens = tokens + self.covariate_hint_embed(values_and_presence(hints.covariate))
         tokens = tokens + self.role_embedding(roles)[:, None, :]
         context_tokens, future_tokens = tokens[:, :-num_future], tokens[:, -num_future:]
         register = self.register_token.expand(batch, 1, -1)

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"--init-from: {args.init_from} cannot take the model settings {config.model}: {error}"
             ) from error
-        added = [k for k in missing if not k.startswith(("hint_embed.", "covariate_hint_embed."))]
+        added = [k for k in missing if not k.startswith(("hint_embed.", "covariate_hint_embed.", "hint_gate."))]
         if added or unexpected:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
