@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4, help="peak LR of both sizes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--recipe", default="tsmojo/recipes/mini_v4.yaml", help="data mix and curriculum")
+    parser.add_argument("--report-only", action="store_true", help="re-render the table and plot from the saved CSVs")
     args = parser.parse_args(argv)
+    if args.report_only:
+        curves = pd.read_csv(RESULTS / "model_size_curves.csv")
+        report(pd.read_csv(RESULTS / "model_size.csv"), curves, args, argv)
+        return
     base = yaml.safe_load((REPO / args.recipe).read_text())
     runs = REPO / "runs" / "model_size"
     runs.mkdir(parents=True, exist_ok=True)
@@ -104,26 +109,36 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame([{**row, **cases[row["model"]]} for row in rows])
     frame.to_csv(RESULTS / "model_size.csv", index=False)
     pd.concat(curves, ignore_index=True).to_csv(RESULTS / "model_size_curves.csv", index=False)
-    case_names = [c for c in frame.columns if c.startswith("val")]
+    report(frame, pd.concat(curves, ignore_index=True), args, argv)
+
+
+RUN_FIELDS = ("size", "model", "parameters", "seconds_per_step", "steps", "series_seen", "run_seconds", "skipped_steps")
+
+
+def report(frame: pd.DataFrame, curves: pd.DataFrame, args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The markdown table and the plot of ``benchmarks/results/model_size.*``."""
+    case_names = [c for c in frame.columns if c not in RUN_FIELDS]  # val_loss, then the named cases
+    command = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     lines = [
         "# model size at equal compute",
         "",
-        f"`python benchmarks/model_size.py {' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
+        f"`python benchmarks/model_size.py {' '.join(shlex.quote(a) for a in command)}`",
         "",
         f"From scratch, recipe `{args.recipe}` (data mix, contexts) with peak LR {args.learning_rate:g} and a cosine "
-        "schedule fitted to the "
-        f"steps {args.minutes:g} minutes buy on {args.threads} thread(s), bf16-mixed. Lower is better "
-        "(held-out synthetic validation, quantile loss on scaled values).",
+        f"schedule fitted to the steps {args.minutes:g} minutes buy on {args.threads} thread(s), bf16-mixed; each "
+        f"run also stops at 1.15x that budget. Held-out synthetic validation (quantile loss on scaled values, the "
+        "recipe's validation batches; lower is better).",
         "",
-        "| size | parameters | s/step | steps | skipped (non-finite) | series seen | " + " | ".join(case_names) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(case_names),
+        "| size | parameters | s/step (probe) | steps | run seconds | skipped (non-finite) | series seen | "
+        + " | ".join(case_names)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(case_names),
     ]
     for row in frame.to_dict("records"):
         cells = " | ".join(f"{row[c]:.4f}" for c in case_names)
         lines.append(
             f"| {row['size']} | {row['parameters']:,} | {row['seconds_per_step']:.2f} | {row['steps']} | "
-            f"{row['skipped_steps']} | "
-            f"{row['series_seen']:,} | {cells} |"
+            f"{row['run_seconds']:.0f} | {row['skipped_steps']} | {row['series_seen']:,} | {cells} |"
         )
     text = "\n".join(lines) + "\n"
     (RESULTS / "model_size.md").write_text(text)
@@ -135,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for curve in curves:
-        ax.plot(curve["seconds"] / 60, curve["val_loss"], marker="o", label=curve["size"].iloc[0])
-    ax.set_xlabel(f"minutes of training ({args.threads} thread(s))")
+    for size, curve in curves.groupby("size", sort=False):
+        ax.plot(curve["seconds"] / 60, curve["val_loss"], marker="o", label=size)
+    ax.set_xlabel(f"minutes of training steps ({args.threads} thread(s))")
     ax.set_ylabel("validation quantile loss")
     ax.set_title("equal compute: 2M vs 7.5M parameters")
     ax.legend()

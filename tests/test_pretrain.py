@@ -3,13 +3,16 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 from tests.helpers import random_walks
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
 from tsmojo.lightning_module import TSMojoLightningModule
+from tsmojo.pretrain import ThroughputAndExport
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -131,3 +134,14 @@ def test_a_step_with_non_finite_gradients_is_skipped() -> None:
     assert not step(poison=True) and module.skipped_steps == 1
     assert step(poison=False) and module.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in module.model.parameters())
+
+
+def test_non_finite_weights_stop_the_run_before_anything_is_saved(tmp_path) -> None:
+    model = TSMojoModel(TSMojoConfig.tiny())
+    with torch.no_grad():
+        next(model.parameters())[0] = float("inf")
+    exporter = ThroughputAndExport(tmp_path / "model", max_seconds=None, export_minutes=0.0, summary={})
+    trainer = SimpleNamespace(global_step=7, world_size=1)
+    with pytest.raises(RuntimeError, match="non-finite at step 7"):
+        exporter.on_train_batch_end(trainer, SimpleNamespace(model=model), None, {}, 0)
+    assert not (tmp_path / "model").exists()

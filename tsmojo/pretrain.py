@@ -177,6 +177,13 @@ class ThroughputAndExport(pl.Callback):
         self.window_start, self.window_series = time.time(), 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        # Lightning runs checkpoint callbacks last, so this stops the run before a checkpoint or
+        # an export could overwrite the last good weights with broken ones.
+        if not all(bool(torch.isfinite(p).all()) for p in module.model.parameters()):
+            raise RuntimeError(
+                f"weights became non-finite at step {trainer.global_step}; the last checkpoint and export "
+                "hold the weights before it"
+            )
         size = torch.tensor(float(batch["context"].shape[0]))
         if trainer.world_size > 1:  # every rank counts every rank's series, and stops together
             size = trainer.strategy.reduce(size, reduce_op="sum")
