@@ -116,3 +116,17 @@ def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
             assert set(chosen["T"]) == lengths, (op, impl)
             assert set(chosen["mode"]) == {"fwd", "fwd+bwd"}, (op, impl)
     assert (rows["ms_median"] > 0).all() and (rows["device"] == "cpu").all()
+
+
+def test_speed_targets_compare_only_measured_pairs():
+    from benchmarks.speed import targets_summary
+
+    def row(model: str, seconds: float, rss: float) -> dict:
+        return dict(model=model, context=32768, seconds_per_batch=seconds, peak_rss_mib=rss, activation_mib=rss / 4)
+
+    frame = pd.DataFrame([row("tsmojo", 2.0, 400), row("chronos2_unlimited", 7.0, 900)]).assign(status="ok")
+    lines = targets_summary(frame, {})
+    assert any("tsmojo is 3.50x faster than chronos2_unlimited (target >= 3x): met" in line for line in lines)
+    assert not any("unavailable" in line or "bf16" in line for line in lines)
+    alone = targets_summary(frame[frame["model"] == "tsmojo"], {})
+    assert alone[-1] == "32,768-point comparison with Chronos-2 unavailable (not run or failed)"
