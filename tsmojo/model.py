@@ -23,6 +23,14 @@ _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real fo
 # spill out of cache; passes much smaller than 1k tokens lose that again to per-call overhead.
 INFERENCE_TOKENS_PER_PASS = 4096
 
+TRAINING_SUMMARY_FILE = "training_summary.json"  # written beside the weights by ``tsmojo pretrain``
+
+
+def read_training_summary(directory: str | Path) -> dict:
+    """The training summary saved in a model directory, or ``{}`` if it has none."""
+    path = Path(directory) / TRAINING_SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
 
 def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
     """Row indices of successive passes: whole groups, in order of first appearance, packed

@@ -34,7 +34,7 @@ from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
 from tsmojo.data.tasks import TaskMix, TaskSampler
 from tsmojo.hardware import default_precision
 from tsmojo.lightning_module import BatchList, TSMojoLightningModule
-from tsmojo.model import TSMojoModel
+from tsmojo.model import TRAINING_SUMMARY_FILE, TSMojoModel, read_training_summary
 
 
 @dataclass
@@ -218,15 +218,10 @@ class ThroughputAndExport(pl.Callback):
         threads = torch.get_num_threads() * trainer.world_size
         summary["thread_seconds_total"] = summary.get("thread_seconds_total", 0.0) + elapsed * threads
         summary["series_per_second_this_run"] = self.series / max(elapsed, 1e-9)
-        (self.export_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        (self.export_dir / TRAINING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
 
 
 _TOTALS = ("series_seen_total", "wall_seconds_total", "thread_seconds_total")
-
-
-def _read_summary(model_dir: Path) -> dict:
-    path = Path(model_dir) / "training_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def parse_duration(text: str) -> float:
@@ -316,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if added or unexpected:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
-        source = _read_summary(args.init_from)
+        source = read_training_summary(args.init_from)
         carried = {
             "steps_before": int(source.get("steps", 0)),
             "init_from": str(args.init_from),
@@ -333,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     start_step = 0
     if args.resume:
         start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-        previous = _read_summary(export_dir)
+        previous = read_training_summary(export_dir)
         carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
     summary: dict = {
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .model import TSMojoModel
-
-SUMMARY_FILE = "training_summary.json"
+from .model import TRAINING_SUMMARY_FILE, TSMojoModel, read_training_summary
 
 
 def average_checkpoints(sources: Sequence[str | Path], destination: str | Path) -> TSMojoModel:
@@ -39,10 +37,7 @@ def average_checkpoints(sources: Sequence[str | Path], destination: str | Path) 
     first.load_state_dict({name: value.to(states[0][name].dtype) for name, value in mean.items()})
     first.save_pretrained(destination)
 
-    summaries: list[tuple[str, dict]] = []
-    for source in sources:
-        path = Path(source) / SUMMARY_FILE
-        summaries.append((str(source), json.loads(path.read_text()) if path.is_file() else {}))
+    summaries = [(str(source), read_training_summary(source)) for source in sources]
     merged: dict = {
         "parameters": sum(p.numel() for p in first.parameters()),
         "averaged_from": [
@@ -52,7 +47,7 @@ def average_checkpoints(sources: Sequence[str | Path], destination: str | Path) 
     }
     if "pretrain_config" in summaries[0][1]:
         merged["pretrain_config"] = summaries[0][1]["pretrain_config"]
-    (Path(destination) / SUMMARY_FILE).write_text(json.dumps(merged, indent=2))
+    (Path(destination) / TRAINING_SUMMARY_FILE).write_text(json.dumps(merged, indent=2))
     return first
 
 
