@@ -1,11 +1,12 @@
 """Kernel benchmark: the SSD scan and B'MOJO attention, forward and forward+backward.
 
-On CUDA it times the Triton kernels, the chunked PyTorch path and (for short sequences) the naive
-reference, and reports the achieved memory bandwidth: the bytes each op must move at least (every
-input read once, every output written once) divided by its time. On CPU only the PyTorch paths run
-(chunked, and naive for short sequences). ``--triton-interpret`` adds the Triton kernels on CPU,
-run by Triton's interpreter: it checks that the CUDA case's code path runs end to end on a machine
-without a GPU; its times are the interpreter's, never a speed figure.
+On CUDA it times the Triton kernels, the chunked PyTorch path and (for short sequences) the dense
+PyTorch path and the naive reference, and reports the achieved memory bandwidth: the bytes each op
+must move at least (every input read once, every output written once) divided by its time. On CPU
+only the PyTorch paths run (chunked, and dense and naive for short sequences). ``--dtype bfloat16``
+feeds bf16 inputs (the naive reference still computes in float32). ``--triton-interpret`` adds
+the Triton kernels on CPU, run by Triton's interpreter: it checks that the CUDA case's code path
+runs end to end on a machine without a GPU; its times are the interpreter's, never a speed figure.
 
 Examples::
 
@@ -13,6 +14,7 @@ Examples::
     python benchmarks/kernels.py --lengths 256,1024 --repeats 3
     TSMOJO_BENCH_DEVICE=cpu python benchmarks/kernels.py     # force the CPU case
     python benchmarks/kernels.py --device cpu --lengths 64 --batch 2 --triton-interpret
+    python benchmarks/kernels.py --device cpu --ops attention --lengths 20,36,52,68,100,132 --dtype bfloat16
 
 Writes ``benchmarks/results/kernels_<device>.csv`` (device = cuda or cpu).
 """
@@ -36,6 +38,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tsmojo.kernels.attention.chunk import bmojo_attention_chunked  # noqa: E402
+from tsmojo.kernels.attention.dense import bmojo_attention_dense  # noqa: E402
 from tsmojo.kernels.attention.naive import bmojo_attention_naive  # noqa: E402
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked  # noqa: E402
 from tsmojo.kernels.ssd.naive import ssd_scan_naive  # noqa: E402
@@ -45,6 +48,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FIELDS = [
     "device",
     "device_name",
+    "dtype",
     "op",
     "impl",
     "mode",
@@ -87,9 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--naive-max-length",
         type=int,
         default=None,
-        help="largest T for the naive references (default 1024 on CUDA, 256 on CPU)",
+        help="largest T for the naive references and the dense attention (default 1024 on CUDA, 256 on CPU)",
     )
     parser.add_argument("--ops", default="ssd,attention")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="dtype of the inputs")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 20 on CUDA, 3 on CPU)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -183,6 +188,7 @@ def implementations(op: str, device: torch.device, triton_interpret: bool = Fals
         impls["naive"] = lambda x, dt, A, B, C, chunk: ssd_scan_naive(x, dt, A, B, C)
     else:
         impls["torch"] = bmojo_attention_chunked
+        impls["dense"] = bmojo_attention_dense
         impls["naive"] = bmojo_attention_naive
     return impls
 
@@ -212,13 +218,13 @@ def main(argv: list[str] | None = None) -> Path:
         triton_version = ""
     if on_cuda:
         print(
-            f"CUDA case on {device_name}: timing triton, torch (chunked) and naive (T <= {naive_max}); "
+            f"CUDA case on {device_name}: timing triton, torch (chunked), dense and naive (T <= {naive_max}); "
             "GB/s = compulsory bytes / time"
         )
     else:
         print(
             f"CPU case ({device_name}, {torch.get_num_threads()} threads): timing the PyTorch paths only "
-            f"(torch = chunked, naive for T <= {naive_max}); "
+            f"(torch = chunked, dense and naive for T <= {naive_max}); "
             + (
                 f"Triton under its interpreter for T <= {naive_max}, a code-path check, not a speed figure"
                 if triton_interpret
@@ -242,11 +248,12 @@ def main(argv: list[str] | None = None) -> Path:
             else:
                 tensors, extra = make_inputs(args, length, device)
             for impl, fn in implementations(op, device, triton_interpret).items():
-                if impl in ("naive", "triton-interpret") and length > naive_max:
+                if impl in ("naive", "dense", "triton-interpret") and length > naive_max:
                     continue
                 for mode in ("fwd", "fwd+bwd"):
                     backward = mode == "fwd+bwd"
-                    leaves = [t.detach().clone().requires_grad_(backward) for t in tensors]
+                    dtype = getattr(torch, args.dtype)
+                    leaves = [t.detach().to(dtype).requires_grad_(backward) for t in tensors]
 
                     def step(fn=fn, leaves=leaves, extra=extra, backward=backward):
                         if not backward:
@@ -264,6 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
                     row = dict(
                         device=device.type,
                         device_name=device_name,
+                        dtype=args.dtype,
                         op=op,
                         impl=impl,
                         mode=mode,

@@ -1,4 +1,4 @@
-"""B'MOJO attention: chunked PyTorch and Triton against the dense naive reference (outputs and
+"""B'MOJO attention: dense and chunked PyTorch and Triton against the naive reference (outputs and
 every gradient), in float32, in bfloat16 and under bf16 autocast; query tails; and the op's
 backend dispatch."""
 
@@ -20,7 +20,9 @@ from tests.kernels.helpers import (
     recording_spy,
 )
 from tsmojo.kernels import bmojo_attention, dispatch
+from tsmojo.kernels.attention import DENSE_MAX_LENGTH
 from tsmojo.kernels.attention.chunk import bmojo_attention_chunked
+from tsmojo.kernels.attention.dense import bmojo_attention_dense
 from tsmojo.kernels.attention.naive import bmojo_attention_naive
 
 NAMES = "q k v k_fade v_fade".split()
@@ -49,12 +51,14 @@ BF16_CASES = ("odd_lengths", "single_step", "window_spans_chunks", "empty_memory
 #   by U|s| (|s| <~ 4 for these unit-variance inputs) moves its probability by U|s| relative: with the
 #   final rounding, 8U = 2^-5 bounds it (measured <= 1.9U; <= 2.5U under autocast, which also rounds
 #   the float32 inputs).
+# * dense: the same roundings as the chunked path (scaled queries, scores, probabilities, one value
+#   product over all keys): 8U (measured <= 1.6U).
 # * Triton: float32 arithmetic on the bf16 numbers and a bf16 output (rounded toward zero under the
 #   interpreter, <= 1U); the backward's delta = rowsum(dO * O) reads that rounded output (as
 #   FlashAttention does), and ds = p (dp - delta) is a difference that can be much smaller than its
 #   terms, so the rounding is amplified in the q and k gradients: 8U (measured <= 3.1U).
 # (measured: worst over every ATTENTION_CASES shape and 8 seeds.)
-BF16_R = {"naive": 2 * BF16_U, "chunked": 8 * BF16_U, "triton": 8 * BF16_U}
+BF16_R = {"naive": 2 * BF16_U, "chunked": 8 * BF16_U, "dense": 8 * BF16_U, "triton": 8 * BF16_U}
 
 
 def attention_triton(*args):
@@ -63,8 +67,13 @@ def attention_triton(*args):
     return bmojo_attention_triton(*args)
 
 
-IMPLEMENTATIONS = {"naive": bmojo_attention_naive, "chunked": bmojo_attention_chunked, "triton": attention_triton}
-IMPLEMENTATION_NAMES = ["naive", "chunked", pytest.param("triton", marks=needs_triton)]
+IMPLEMENTATIONS = {
+    "naive": bmojo_attention_naive,
+    "chunked": bmojo_attention_chunked,
+    "dense": bmojo_attention_dense,
+    "triton": attention_triton,
+}
+IMPLEMENTATION_NAMES = ["naive", "chunked", "dense", pytest.param("triton", marks=needs_triton)]
 
 
 def memory_index_for(batch, length, chunk_size, slots, generator):
@@ -118,6 +127,12 @@ def test_attention_chunked_matches_naive(case):
     assert_matches(bmojo_attention_chunked, bmojo_attention_naive, tensors, extra, NAMES)
 
 
+@pytest.mark.parametrize("case", ATTENTION_CASES.values(), ids=ATTENTION_CASES.keys())
+def test_attention_dense_matches_naive(case):
+    tensors, extra = attention_inputs(*case)
+    assert_matches(bmojo_attention_dense, bmojo_attention_naive, tensors, extra, NAMES)
+
+
 @needs_triton
 @pytest.mark.parametrize("case", ATTENTION_CASES.values(), ids=ATTENTION_CASES.keys())
 def test_attention_triton_matches_naive(case):
@@ -162,22 +177,24 @@ QUERY_TAIL_CASES = {
 }
 
 
+@pytest.mark.parametrize("kernel", [bmojo_attention_chunked, bmojo_attention_dense], ids=["chunked", "dense"])
 @pytest.mark.parametrize("case, start", QUERY_TAIL_CASES.values(), ids=QUERY_TAIL_CASES.keys())
-def test_attention_query_tail_matches_full(case, start):
+def test_attention_query_tail_matches_full(kernel, case, start):
     tensors, extra = attention_inputs(*ATTENTION_CASES[case])
     assert 0 <= start <= tensors[0].shape[2]
 
     def tail(q, k, v, k_fade, v_fade, *rest):
-        return bmojo_attention_chunked(q[:, :, start:], k, v, k_fade, v_fade, *rest, query_start=start)
+        return kernel(q[:, :, start:], k, v, k_fade, v_fade, *rest, query_start=start)
 
     assert_matches(tail, full_then_tail(start), tensors, extra, NAMES)
 
 
-def test_attention_query_tail_rejects_wrong_length():
+@pytest.mark.parametrize("kernel", [bmojo_attention_chunked, bmojo_attention_dense], ids=["chunked", "dense"])
+def test_attention_query_tail_rejects_wrong_length(kernel):
     tensors, extra = attention_inputs(*ATTENTION_CASES["odd_lengths"])
     q, k, v, k_fade, v_fade = tensors
     with pytest.raises(ValueError, match="query_start"):
-        bmojo_attention_chunked(q[:, :, 5:], k, v, k_fade, v_fade, *extra, query_start=4)
+        kernel(q[:, :, 5:], k, v, k_fade, v_fade, *extra, query_start=4)
 
 
 # --------------------------------------------------------------------------- bfloat16
@@ -233,21 +250,28 @@ def test_dispatch_query_tail(monkeypatch, backend):
     torch.testing.assert_close(tail, full[:, :, 13:], **TOL)
 
 
+@pytest.mark.parametrize("length", [3, DENSE_MAX_LENGTH, DENSE_MAX_LENGTH + 1])
 @pytest.mark.parametrize("setting", ["naive", "torch", "triton", "auto"])
-def test_attention_dispatch_calls_the_chosen_backend(monkeypatch, setting):
+def test_attention_dispatch_calls_the_chosen_backend(monkeypatch, setting, length):
+    """The backend that ``TSMOJO_KERNELS`` and the device choose runs; the PyTorch backend runs the
+    dense form up to DENSE_MAX_LENGTH tokens and the chunked form beyond."""
     if setting == "triton" and not HAS_TRITON:
         pytest.skip("triton is not installed")
     calls = []
     monkeypatch.setenv("TSMOJO_KERNELS", setting)
-    # bmojo_attention looks the naive and chunked kernels up in its package's namespace (the op's
-    # __init__, not the tsmojo.kernels.attention attribute chain), and the Triton one in the triton
-    # submodule at call time: patch them there.
+    # bmojo_attention looks the naive, dense and chunked kernels up in its package's namespace (the
+    # op's __init__, not the tsmojo.kernels.attention attribute chain), and the Triton one in the
+    # triton submodule at call time: patch them there.
     package = importlib.import_module("tsmojo.kernels.attention")
     monkeypatch.setattr(package, "bmojo_attention_naive", recording_spy(calls, "naive"))
-    monkeypatch.setattr(package, "bmojo_attention_chunked", recording_spy(calls, "torch"))
+    monkeypatch.setattr(package, "bmojo_attention_chunked", recording_spy(calls, "chunked"))
+    monkeypatch.setattr(package, "bmojo_attention_dense", recording_spy(calls, "dense"))
     if HAS_TRITON:
         triton_module = importlib.import_module("tsmojo.kernels.attention.triton")
         monkeypatch.setattr(triton_module, "bmojo_attention_triton", recording_spy(calls, "triton"))
-    tensors, extra = attention_inputs(1, 1, 3, 4, 2, 4, 1)
+    tensors, extra = attention_inputs(1, 1, length, 4, 2, 4, 1)
     package.bmojo_attention(*[t.to(DEVICE) for t in tensors], *extra)
-    assert calls == [dispatch.resolve_backend(DEVICE)]
+    backend = dispatch.resolve_backend(DEVICE)
+    if backend == "torch":
+        backend = "dense" if length <= DENSE_MAX_LENGTH else "chunked"
+    assert calls == [backend]

@@ -1,13 +1,21 @@
 """B'MOJO attention: sliding window, fading band and eidetic memory read in one softmax.
-``naive.py`` is the dense reference, ``chunk.py`` the chunked PyTorch path (CPU), ``triton.py``
-the fused GPU kernels (FlashAttention-style forward and backward)."""
+``naive.py`` is the dense float32 reference; ``dense.py`` (short sequences) and ``chunk.py`` (long
+ones) are the PyTorch paths (CPU); ``triton.py`` the fused GPU kernels (FlashAttention-style
+forward and backward)."""
 
 import torch
 import torch.nn.functional as F
 
 from ..dispatch import resolve_backend
 from .chunk import bmojo_attention_chunked
+from .dense import bmojo_attention_dense
 from .naive import bmojo_attention_naive
+
+# Longest sequence (in tokens) the PyTorch backend evaluates densely. `benchmarks/kernels.py
+# --ops attention` on one Zen 4 thread, bf16, 4,096 tokens a call, window = chunk = 16: the
+# dense form is 3-8x faster at 20-36 tokens (a context of 512 points is 36 tokens with the
+# output patches), even at 68-100, and 1.6x slower at 132.
+DENSE_MAX_LENGTH = 64
 
 
 def bmojo_attention(
@@ -43,6 +51,8 @@ def bmojo_attention(
     backend = resolve_backend(q.device)
     if backend == "torch":
         args = (q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale)
+        if k.shape[2] <= DENSE_MAX_LENGTH:
+            return bmojo_attention_dense(*args, query_start=query_start)
         return bmojo_attention_chunked(*args, query_start=query_start)
     # The naive and fused kernels run every query: zero queries stand in for the skipped ones.
     all_queries = F.pad(q, (0, 0, query_start, 0)) if query_start else q  # no copy in the common case
@@ -54,4 +64,10 @@ def bmojo_attention(
     return bmojo_attention_triton(*args)[:, :, query_start:]
 
 
-__all__ = ["bmojo_attention", "bmojo_attention_chunked", "bmojo_attention_naive"]
+__all__ = [
+    "DENSE_MAX_LENGTH",
+    "bmojo_attention",
+    "bmojo_attention_chunked",
+    "bmojo_attention_dense",
+    "bmojo_attention_naive",
+]

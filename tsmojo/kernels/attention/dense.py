@@ -1,0 +1,54 @@
+"""Dense PyTorch form of B'MOJO attention for short sequences, O(T^2) time and memory.
+
+Every query scores every token key and every fading key in two (T x T) products, and masks
+select the window, the fading band and the eidetic memory. For the few dozen tokens of a
+context of a few hundred points this does less work than the chunked form, which pads the keys
+by whole chunks in front and builds its score blocks one key chunk at a time; past about a
+hundred tokens the quadratic cost takes over and ``chunk.py`` is faster (the dispatcher in
+``__init__.py`` picks by length, at the crossover measured by ``benchmarks/kernels.py``).
+Same semantics as ``naive.py``; unlike the reference, the products run in the inputs' dtype.
+"""
+
+import torch
+
+from .naive import NEG, memory_mask
+
+
+def bmojo_attention_dense(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_fade: torch.Tensor,
+    v_fade: torch.Tensor,
+    key_valid: torch.Tensor,
+    memory_index: torch.Tensor,
+    window: int,
+    chunk_size: int,
+    scale: float | None = None,
+    query_start: int = 0,
+) -> torch.Tensor:
+    """Dense evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
+
+    ``q`` holds the queries at positions ``query_start .. T - 1`` (T = the keys' length). Score
+    products run in the inputs' dtype; masking and softmax in float32, whose range NEG needs."""
+    batch, heads, num_queries, dim = q.shape
+    length = k.shape[2]
+    if num_queries != length - query_start:
+        raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
+    scale = dim**-0.5 if scale is None else scale
+    compute_dtype = torch.promote_types(q.dtype, k.dtype)
+
+    positions = torch.arange(length, device=q.device)
+    distance = positions[query_start:, None] - positions[None, :]  # (queries, T)
+    in_window = (distance >= 0) & (distance < window)
+    in_band = (distance >= window) & (distance < 2 * window)
+    memory = memory_mask(memory_index, length, window, chunk_size)[:, query_start:]  # (b, queries, T)
+    valid = key_valid[:, None, :]
+    readable = torch.cat([(in_window | memory) & valid, in_band & valid], dim=-1)[:, None]  # (b, 1, q, 2T)
+
+    keys = torch.cat([k, k_fade], dim=2).to(compute_dtype)
+    values = torch.cat([v, v_fade], dim=2).to(compute_dtype)
+    scores = (q.to(compute_dtype) * scale) @ keys.transpose(-1, -2)
+    scores = scores.float().masked_fill(~readable, NEG)
+    probs = torch.softmax(scores, dim=-1) * readable.any(-1, keepdim=True)
+    return (probs.to(compute_dtype) @ values).to(q.dtype)
