@@ -12,12 +12,15 @@ from tests.kernels.helpers import (
     BF16_U,
     DEVICE,
     HAS_TRITON,
+    TOL,
     assert_matches,
     assert_matches_bf16,
     needs_triton,
+    outputs_and_grads,
     recording_spy,
 )
 from tsmojo.kernels import dispatch
+from tsmojo.kernels.ssd import SINGLE_CHUNK_MAX_LENGTH
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked
 from tsmojo.kernels.ssd.naive import ssd_scan_naive
 
@@ -126,6 +129,33 @@ def test_ssd_under_bf16_autocast_stays_float32(fn):
 
 
 # --------------------------------------------------------------------------- dispatch
+@pytest.mark.parametrize("length", [5, SINGLE_CHUNK_MAX_LENGTH, SINGLE_CHUNK_MAX_LENGTH + 1])
+def test_ssd_torch_backend_scans_short_sequences_as_one_chunk(monkeypatch, length):
+    """Up to SINGLE_CHUNK_MAX_LENGTH steps the PyTorch backend runs one chunk of the whole length
+    (with the naive scan's numbers); beyond, the chunk size it is given.
+
+    A's gradient sums float32 terms that cancel, and a longer chunk sums more of them in one
+    product: against the sequential reference it drifts by up to 1.4e-4 relative at 64 steps in one
+    chunk (2.6e-5 in chunks of 16), so its tolerance is 1e-3; everything else keeps TOL."""
+    monkeypatch.setenv("TSMOJO_KERNELS", "torch")
+    package = importlib.import_module("tsmojo.kernels.ssd")
+    chunk_sizes = []
+
+    def spy(x, dt, A, B, C, chunk_size):
+        chunk_sizes.append(chunk_size)
+        return ssd_scan_chunked(x, dt, A, B, C, chunk_size)
+
+    monkeypatch.setattr(package, "ssd_scan_chunked", spy)
+    inputs = ssd_inputs(1, length, 2, 3, 4)
+    reference, reference_grads, grad_out = outputs_and_grads(ssd_naive_chunk_arg, inputs, (4,))
+    out, grads, _ = outputs_and_grads(package.ssd_scan, inputs, (4,), grad_out)
+    torch.testing.assert_close(out, reference, **TOL)
+    for name, grad, expected in zip(NAMES, grads, reference_grads, strict=True):
+        tolerance = dict(rtol=1e-3, atol=1e-5) if name == "A" else TOL
+        torch.testing.assert_close(grad, expected, **tolerance, msg=lambda m, name=name: f"grad of {name}: {m}")
+    assert chunk_sizes == [length if length <= SINGLE_CHUNK_MAX_LENGTH else 4]
+
+
 @pytest.mark.parametrize("setting", ["naive", "torch", "triton", "auto"])
 def test_ssd_dispatch_calls_the_chosen_backend(monkeypatch, setting):
     if setting == "triton" and not HAS_TRITON:
@@ -136,7 +166,7 @@ def test_ssd_dispatch_calls_the_chosen_backend(monkeypatch, setting):
     # __init__), and the Triton one in the triton submodule at call time: patch them there.
     package = importlib.import_module("tsmojo.kernels.ssd")
     monkeypatch.setattr(package, "ssd_scan_naive", recording_spy(calls, "naive"))
-    monkeypatch.setattr(package, "ssd_scan_chunked", recording_spy(calls, "torch"))
+    monkeypatch.setattr(package, "ssd_scan_chunked", recording_spy(calls, "torch"))  # any chunk size
     if HAS_TRITON:
         triton_module = importlib.import_module("tsmojo.kernels.ssd.triton")
         monkeypatch.setattr(triton_module, "ssd_scan_triton", recording_spy(calls, "triton"))

@@ -41,33 +41,33 @@ def _scan(x, dt, A, B, C, chunk_size):
     # Padded steps have dt = 0: they neither decay nor feed the state, so they change nothing.
     x_, dt_, B_, C_ = (_pad_time(t.float(), padding) for t in (x, dt, B, C))
     num_chunks = x_.shape[1] // chunk_size
-    x_ = x_.view(batch, num_chunks, chunk_size, heads, head_dim)
-    dt_ = dt_.view(batch, num_chunks, chunk_size, heads)
-    B_ = B_.view(batch, num_chunks, chunk_size, -1)
-    C_ = C_.view(batch, num_chunks, chunk_size, -1)
+    # Head-major layout (b, c, h, q, .): every product below is a batched matrix product over
+    # (b, c, h) with no permute-and-copy inside it; on CPU those copies cost as much as the
+    # products at tsmojo-mini's sizes.
+    dt_ = dt_.view(batch, num_chunks, chunk_size, heads).transpose(2, 3)  # (b, c, h, q)
+    x_ = x_.view(batch, num_chunks, chunk_size, heads, head_dim).transpose(2, 3)  # (b, c, h, q, p)
+    B_ = B_.view(batch, num_chunks, 1, chunk_size, -1)  # (b, c, 1, q, n): shared by the heads
+    C_ = C_.view(batch, num_chunks, 1, chunk_size, -1)
 
-    log_decay = torch.cumsum(dt_ * A.float(), dim=2)  # (b, c, q, h), non-increasing in q
+    log_decay = torch.cumsum(dt_ * A.float()[:, None], dim=-1)  # (b, c, h, q), non-increasing in q
     # segment[i, j] = sum of log decays in (j, i]; -inf above the diagonal before exp.
-    segment = log_decay[:, :, :, None, :] - log_decay[:, :, None, :, :]  # (b, c, i, j, h)
+    segment = log_decay[..., :, None] - log_decay[..., None, :]  # (b, c, h, i, j)
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
-    segment = segment.masked_fill(~causal[None, None, :, :, None], float("-inf"))
-    weights = torch.exp(segment) * torch.einsum("bcin,bcjn->bcij", C_, B_)[..., None]
-    dt_x = dt_[..., None] * x_  # (b, c, q, h, p)
-    y_intra = torch.einsum("bcijh,bcjhp->bcihp", weights, dt_x)
+    weights = torch.exp(segment.masked_fill_(~causal, float("-inf"))) * (C_ @ B_.transpose(-1, -2))
+    dt_x = dt_[..., None] * x_  # (b, c, h, q, p)
+    y = weights @ dt_x
 
-    # State contributed by each chunk, decayed to the chunk's end.
-    decay_to_end = torch.exp(log_decay[:, :, -1:, :] - log_decay)  # (b, c, q, h)
-    chunk_states = torch.einsum("bcqh,bcqhp,bcqn->bchpn", decay_to_end, dt_x, B_)
-    chunk_decay = torch.exp(log_decay[:, :, -1, :])[..., None, None]  # (b, c, h, 1, 1)
+    if num_chunks > 1:
+        # State contributed by each chunk, decayed to the chunk's end: (b, c, h, p, n).
+        decay_to_end = torch.exp(log_decay[..., -1:] - log_decay)  # (b, c, h, q)
+        chunk_states = (decay_to_end[..., None] * dt_x).transpose(-1, -2) @ B_
+        chunk_decay = torch.exp(log_decay[..., -1])[..., None, None]  # (b, c, h, 1, 1)
+        states = [torch.zeros_like(chunk_states[:, 0])]
+        for c in range(num_chunks - 1):
+            # One fused op per chunk: this loop runs T / chunk times per layer.
+            states.append(torch.addcmul(chunk_states[:, c], chunk_decay[:, c], states[-1]))
+        incoming = torch.stack(states, dim=1)  # state entering each chunk: (b, c, h, p, n)
+        y = y + (C_ @ incoming.transpose(-1, -2)) * torch.exp(log_decay)[..., None]
 
-    states = []
-    state = x_.new_zeros(batch, heads, head_dim, B_.shape[-1])
-    for c in range(num_chunks):
-        states.append(state)
-        # One fused op per chunk: this loop runs T / chunk times per layer.
-        state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c], state)
-    incoming = torch.stack(states, dim=1)  # state entering each chunk: (b, c, h, p, n)
-    y_inter = torch.einsum("bcqn,bchpn,bcqh->bcqhp", C_, incoming, torch.exp(log_decay))
-
-    y = (y_intra + y_inter).reshape(batch, num_chunks * chunk_size, heads, head_dim)
+    y = y.transpose(2, 3).reshape(batch, num_chunks * chunk_size, heads, head_dim)
     return y[:, :length].to(x.dtype)
