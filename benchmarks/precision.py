@@ -7,14 +7,20 @@
     python benchmarks/precision.py processes --threads 2 --steps 100        # 1 process x 2 threads vs DDP 2 x 1
 
 ``train`` times forward + backward + AdamW of the tsmojo-mini architecture on pretraining
-batches of the stage-2 curriculum, every mode on the same batches, interleaved repeat by repeat
-so that load on the machine hits every mode alike. bf16 runs under
+batches of a recipe's last curriculum stage (``--recipe``, default mini_v5: contexts of 64 to
+8,192 points), every mode on the same batches, interleaved repeat by repeat so that load on the
+machine hits every mode alike. bf16 runs under
 ``torch.autocast("cpu", torch.bfloat16)``, which is what Lightning's ``bf16-mixed`` does. It
 also times the data generation of those batches, to report the share of a step spent in data
 (the pretraining loop builds them in a DataLoader worker, overlapped with the step).
 
 ``inference`` times ``TSMojoPipeline.predict`` (input parsing and output included) on synthetic
 series of 512 points, horizon 24, with the bundled model, per dtype, interleaved.
+
+Both add "chunked kernels" rows: the same code with the PyTorch backend's short-sequence paths
+turned off (dense attention up to ``DENSE_MAX_LENGTH`` tokens, a one-chunk SSD scan up to
+``SINGLE_CHUNK_MAX_LENGTH``), which is how every step ran before those paths existed. The rest
+of the code stays current, so that row is if anything faster than the code before them.
 
 ``learning`` runs ``tsmojo pretrain`` from scratch twice (``--precision 32-true`` and
 ``bf16-mixed``) for ``--steps`` steps on the same data stream and compares the held-out
@@ -52,13 +58,28 @@ def _bf16(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def training_batches(count: int, seed: int) -> list[dict]:
-    """Pretraining batches of the mini_v2 recipe's long stage (synthetic tasks only, so the
+@contextlib.contextmanager
+def chunked_kernels_only(enabled: bool = True):
+    """Within the block, the PyTorch backend runs the chunked attention and SSD scan at every length."""
+    import tsmojo.kernels.attention as attention
+    import tsmojo.kernels.ssd as ssd
+
+    saved = attention.DENSE_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH
+    if enabled:
+        attention.DENSE_MAX_LENGTH = ssd.SINGLE_CHUNK_MAX_LENGTH = 0
+    try:
+        yield
+    finally:
+        attention.DENSE_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH = saved
+
+
+def training_batches(count: int, seed: int, recipe: str) -> list[dict]:
+    """Pretraining batches of ``recipe``'s last curriculum stage (synthetic tasks only, so the
     benchmark needs no data folder)."""
     from tsmojo.data.tasks import TaskSampler
     from tsmojo.pretrain import PretrainConfig, PretrainStream
 
-    config = PretrainConfig.from_yaml(REPO / "tsmojo" / "recipes" / "mini_v2.yaml")
+    config = PretrainConfig.from_yaml(REPO / "tsmojo" / "recipes" / f"{recipe}.yaml")
     config.seed = seed
     stream = PretrainStream(TaskSampler(), config, patch_size=16, start_step=10_000)
     batches, seconds = [], []
@@ -75,11 +96,14 @@ def bench_train(args: argparse.Namespace) -> pd.DataFrame:
     from tsmojo.config import TSMojoConfig
     from tsmojo.lightning_module import batch_loss
     from tsmojo.model import TSMojoModel
+    from tsmojo.pretrain import PretrainConfig
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base = TSMojoModel(TSMojoConfig()).train()
-    modes = ["float32", "bf16-mixed"] + (["bf16-mixed+compile"] if args.compile else [])
+    recipe = PretrainConfig.from_yaml(REPO / "tsmojo" / "recipes" / f"{args.recipe}.yaml")
+    base = TSMojoModel(TSMojoConfig(**recipe.model)).train()  # the recipe's tsmojo-mini architecture
+    modes = ["float32, chunked kernels", "float32", "bf16-mixed, chunked kernels", "bf16-mixed"]
+    modes += ["bf16-mixed+compile"] if args.compile else []
     models = {mode: copy.deepcopy(base) for mode in modes}
     optimizers = {mode: torch.optim.AdamW(m.parameters(), lr=1e-4) for mode, m in models.items()}
     runners = {mode: models[mode] for mode in modes}
@@ -87,15 +111,15 @@ def bench_train(args: argparse.Namespace) -> pd.DataFrame:
     if args.compile:
         runners["bf16-mixed+compile"] = torch.compile(models["bf16-mixed+compile"])
 
-    batches = training_batches(args.repeats + 1, seed=args.seed)
+    batches = training_batches(args.repeats + 1, seed=args.seed, recipe=args.recipe)
 
     def step(mode: str, batch: dict) -> float:
         optimizer = optimizers[mode]
         optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        with _bf16(mode != "float32"):
+        with _bf16(mode.startswith("bf16")), chunked_kernels_only(mode.endswith("chunked kernels")):
             loss, _ = batch_loss(runners[mode], batch)
-        loss.backward()
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(models[mode].parameters(), 1.0)
         optimizer.step()
         return time.perf_counter() - start
@@ -118,15 +142,15 @@ def bench_train(args: argparse.Namespace) -> pd.DataFrame:
         data_seconds=("data_seconds", "sum"),
     )  # fmt: skip
     summary["series_per_s"] = summary["rows"] / summary["seconds"]
-    summary["speedup"] = summary["series_per_s"] / summary.loc["float32", "series_per_s"]
+    summary["speedup"] = summary["series_per_s"] / summary.loc["float32, chunked kernels", "series_per_s"]
     summary["data_share"] = summary["data_seconds"] / (summary["data_seconds"] + summary["seconds"])
     summary = summary.reset_index()
     lines = [
         f"Training step of the tsmojo-mini architecture ({sum(p.numel() for p in base.parameters()):,} parameters), "
-        f"{args.threads} thread(s), {args.repeats} batches of the mini_v2 long stage (contexts "
+        f"{args.threads} thread(s), {args.repeats} batches of the {args.recipe} recipe's last stage (contexts "
         f"{sorted(set(frame['context']))}), every mode on the same batches, interleaved.",
         "",
-        "| mode | steps | series | seconds | series/s | vs float32 | data share |",
+        "| mode | steps | series | seconds | series/s | vs float32, chunked kernels | data share |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in summary.itertuples():
@@ -153,22 +177,26 @@ def bench_inference(args: argparse.Namespace) -> pd.DataFrame:
     pipelines = {dtype: TSMojoPipeline.from_pretrained(args.model, dtype=dtype) for dtype in ("float32", "bfloat16")}
     for pipeline in pipelines.values():
         pipeline.predict(series[:64], prediction_length=args.horizon, context_length=args.context)
+    modes = [(dtype, chunked) for dtype in pipelines for chunked in (True, False)]
     rows = []
     for repeat in range(args.repeats):
-        for dtype, pipeline in pipelines.items():
+        for dtype, chunked in modes:
             start = time.perf_counter()
-            pipeline.predict(series, prediction_length=args.horizon, context_length=args.context)
-            rows.append(dict(dtype=dtype, repeat=repeat, seconds=time.perf_counter() - start))
+            with chunked_kernels_only(chunked):
+                pipelines[dtype].predict(series, prediction_length=args.horizon, context_length=args.context)
+            mode = f"{dtype}, chunked kernels" if chunked else dtype
+            rows.append(dict(dtype=mode, repeat=repeat, seconds=time.perf_counter() - start))
     frame = pd.DataFrame(rows)
     summary = frame.groupby("dtype", sort=False)["seconds"].median().rename("median_seconds").reset_index()
     summary["series_per_s"] = args.series / summary["median_seconds"]
-    summary["speedup"] = summary["series_per_s"] / summary.loc[summary["dtype"] == "float32", "series_per_s"].iloc[0]
+    baseline = summary.loc[summary["dtype"] == "float32, chunked kernels", "series_per_s"].iloc[0]
+    summary["speedup"] = summary["series_per_s"] / baseline
     lines = [
         f"`TSMojoPipeline.predict` of {args.series} series x {args.context} points, horizon {args.horizon}, "
         f"model {args.model}, {args.threads} thread(s), median of {args.repeats} interleaved repeats "
         "(input parsing and output included).",
         "",
-        "| dtype | median s | series/s | vs float32 |",
+        "| dtype | median s | series/s | vs float32, chunked kernels |",
         "|---|---|---|---|",
     ]
     for row in summary.itertuples():
@@ -289,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true", help="train: also bf16 under torch.compile")
     parser.add_argument("--model", default="tsmojo-mini", help="inference: bundled name or model directory")
+    parser.add_argument("--recipe", default="mini_v5", help="train: recipe (tsmojo/recipes/NAME.yaml) of the batches")
     parser.add_argument("--series", type=int, default=4096, help="inference: series per call")
     parser.add_argument("--context", type=int, default=512, help="inference: points per series")
     parser.add_argument("--horizon", type=int, default=24, help="inference: prediction length")

@@ -100,8 +100,8 @@ def test_geometric_mean_and_spec():
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
-    """benchmarks/kernels.py on CPU, tiny shapes: the torch and naive paths, and the Triton kernels
-    (the CUDA case's code) under the interpreter, forward and backward, with positive times."""
+    """benchmarks/kernels.py on CPU, tiny shapes: the torch, dense and naive paths, and the Triton
+    kernels (the CUDA case's code) under the interpreter, forward and backward, with positive times."""
     from benchmarks import kernels
 
     out = tmp_path / "kernels.csv"
@@ -111,7 +111,8 @@ def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
     assert "CPU case" in capsys.readouterr().out
     rows = pd.read_csv(out)
     for op in ("ssd", "attention"):
-        for impl, lengths in (("torch", {5, 9}), ("naive", {5}), ("triton-interpret", {5})):
+        impls = [("torch", {5, 9}), ("naive", {5}), ("triton-interpret", {5})]
+        for impl, lengths in impls + ([("dense", {5})] if op == "attention" else []):
             chosen = rows[(rows["op"] == op) & (rows["impl"] == impl)]
             assert set(chosen["T"]) == lengths, (op, impl)
             assert set(chosen["mode"]) == {"fwd", "fwd+bwd"}, (op, impl)
