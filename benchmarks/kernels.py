@@ -1,10 +1,10 @@
 """Kernel benchmark: the SSD scan and B'MOJO attention, forward and forward+backward.
 
-On CUDA it times the Triton kernels, the chunked PyTorch path and (for short sequences) the dense
-PyTorch path and the naive reference, and reports the achieved memory bandwidth: the bytes each op
-must move at least (every input read once, every output written once) divided by its time. On CPU
-only the PyTorch paths run (chunked, and dense and naive for short sequences). ``--dtype bfloat16``
-feeds bf16 inputs (the naive reference still computes in float32). ``--triton-interpret`` adds
+On CUDA it times the Triton kernels, the chunked PyTorch path and, for short sequences, the
+PyTorch backend's short-sequence paths (dense attention, the one-chunk scan) and the naive
+references, and reports the achieved memory bandwidth: the bytes each op must move at least (every
+input read once, every output written once) divided by its time. On CPU only the PyTorch paths run.
+``--dtype bfloat16`` feeds bf16 inputs (the naive references still compute in float32). ``--triton-interpret`` adds
 the Triton kernels on CPU, run by Triton's interpreter: it checks that the CUDA case's code path
 runs end to end on a machine without a GPU; its times are the interpreter's, never a speed figure.
 
@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--naive-max-length",
         type=int,
         default=None,
-        help="largest T for the naive references and the dense attention (default 1024 on CUDA, 256 on CPU)",
+        help="largest T for the naive references, the dense attention and the one-chunk scan "
+        "(default 1024 on CUDA, 256 on CPU)",
     )
     parser.add_argument("--ops", default="ssd,attention")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="dtype of the inputs")
@@ -185,6 +186,8 @@ def implementations(op: str, device: torch.device, triton_interpret: bool = Fals
             impls[name] = bmojo_attention_triton
     if op == "ssd":
         impls["torch"] = ssd_scan_chunked
+        # What the torch backend runs up to SINGLE_CHUNK_MAX_LENGTH steps: the whole sequence as one chunk.
+        impls["one-chunk"] = lambda x, dt, A, B, C, chunk: ssd_scan_chunked(x, dt, A, B, C, max(chunk, x.shape[1]))
         impls["naive"] = lambda x, dt, A, B, C, chunk: ssd_scan_naive(x, dt, A, B, C)
     else:
         impls["torch"] = bmojo_attention_chunked
@@ -218,13 +221,13 @@ def main(argv: list[str] | None = None) -> Path:
         triton_version = ""
     if on_cuda:
         print(
-            f"CUDA case on {device_name}: timing triton, torch (chunked), dense and naive (T <= {naive_max}); "
+            f"CUDA case on {device_name}: timing triton, torch (chunked); dense, one-chunk, naive (T <= {naive_max}); "
             "GB/s = compulsory bytes / time"
         )
     else:
         print(
             f"CPU case ({device_name}, {torch.get_num_threads()} threads): timing the PyTorch paths only "
-            f"(torch = chunked, dense and naive for T <= {naive_max}); "
+            f"(torch = chunked; dense, one-chunk and naive for T <= {naive_max}); "
             + (
                 f"Triton under its interpreter for T <= {naive_max}, a code-path check, not a speed figure"
                 if triton_interpret
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> Path:
             else:
                 tensors, extra = make_inputs(args, length, device)
             for impl, fn in implementations(op, device, triton_interpret).items():
-                if impl in ("naive", "dense", "triton-interpret") and length > naive_max:
+                if impl in ("naive", "dense", "one-chunk", "triton-interpret") and length > naive_max:
                     continue
                 for mode in ("fwd", "fwd+bwd"):
                     backward = mode == "fwd+bwd"

@@ -100,7 +100,7 @@ def test_geometric_mean_and_spec():
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
-    """benchmarks/kernels.py on CPU, tiny shapes: the torch, dense and naive paths, and the Triton
+    """benchmarks/kernels.py on CPU, tiny shapes: the torch, short-sequence and naive paths, and the Triton
     kernels (the CUDA case's code) under the interpreter, forward and backward, with positive times."""
     from benchmarks import kernels
 
@@ -112,7 +112,7 @@ def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
     rows = pd.read_csv(out)
     for op in ("ssd", "attention"):
         impls = [("torch", {5, 9}), ("naive", {5}), ("triton-interpret", {5})]
-        for impl, lengths in impls + ([("dense", {5})] if op == "attention" else []):
+        for impl, lengths in impls + [("dense" if op == "attention" else "one-chunk", {5})]:
             chosen = rows[(rows["op"] == op) & (rows["impl"] == impl)]
             assert set(chosen["T"]) == lengths, (op, impl)
             assert set(chosen["mode"]) == {"fwd", "fwd+bwd"}, (op, impl)
