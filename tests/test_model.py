@@ -45,11 +45,39 @@ def test_forecast_of_a_series_does_not_depend_on_its_batch() -> None:
 
 def test_passes_keep_groups_whole_in_order_of_first_appearance() -> None:
     groups = torch.tensor([5, 2, 5, 7, 2, 9, 9, 9, 1])
-    passes = rows_per_pass(groups, max_rows=3)
+    one_token = torch.ones(len(groups), dtype=torch.long)
+    passes = rows_per_pass(groups, one_token, tokens_per_pass=3)
     assert [p.tolist() for p in passes] == [[0, 2], [1, 4, 3], [5, 6, 7], [8]]
-    oversized = rows_per_pass(groups, max_rows=2)  # group 9 (three rows) gets a pass of its own
+    oversized = rows_per_pass(groups, one_token, tokens_per_pass=2)  # group 9 (three rows) gets a pass of its own
     assert [5, 6, 7] in [p.tolist() for p in oversized]
     assert sorted(torch.cat(oversized).tolist()) == list(range(len(groups)))
+
+
+def test_passes_never_mix_lengths() -> None:
+    """A group counts as its longest row; groups of one length share passes, shortest first."""
+    groups = torch.tensor([0, 1, 1, 2, 3, 4])
+    tokens = torch.tensor([40, 20, 40, 20, 20, 40])
+    passes = rows_per_pass(groups, tokens, tokens_per_pass=1000)
+    assert [p.tolist() for p in passes] == [[3, 4], [0, 1, 2, 5]]
+    tight = rows_per_pass(groups, tokens, tokens_per_pass=120)  # group 1 holds 2 x 40 tokens
+    assert [p.tolist() for p in tight] == [[3, 4], [0, 1, 2], [5]]
+
+
+@pytest.mark.parametrize("short_length", [23, 300])
+def test_bf16_forecast_of_a_series_does_not_depend_on_a_longer_series_in_its_batch(short_length) -> None:
+    """In bf16 too: a series never shares a pass with longer ones, so a long series in the batch
+    changes neither its padding nor which kernels run for it (a dense attention below 64 tokens,
+    the chunked one above: their bf16 roundings differ)."""
+    model = tiny_model()
+    short = random_walks(1, short_length, seed=1)
+    long = random_walks(1, 3000, seed=2)
+    batch = torch.full((2, 3000), float("nan"))
+    batch[0, -short_length:] = short[0]
+    batch[1] = long[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        together = model.forecast(batch, 10)[0]
+        alone = model.forecast(short, 10)[0]
+    assert torch.equal(together, alone)
 
 
 def test_forecasts_do_not_depend_on_the_tokens_per_pass() -> None:

@@ -151,7 +151,11 @@ class BMojoTimeMixing(nn.Module):
         innovation_loss = (innovation * weight).sum() / weight.sum().clamp(min=1.0)
         memory_index = select_memory(innovation, memory_candidate, cfg.chunk_size, cfg.memory_topk, cfg.memory_size)
 
-        positions = torch.arange(length, device=u.device)
+        # Counted back from the last token, so a series' tokens get the same rotary angles whatever
+        # left padding its batch adds: rotary depends only on offsets in exact arithmetic, but bf16
+        # rounds cos and sin differently at different angles, which made a bf16 forecast depend on
+        # the longest series in its batch (by up to 0.6% of the series' scale).
+        positions = torch.arange(length, device=u.device) - (length - 1)
         heads, head_dim = self.heads, self.head_dim
         query_weight, key_value_weight = self.qkv.weight.split([d, 2 * d])
         q = F.linear(u[:, output_from:], query_weight).view(batch, length - output_from, heads, head_dim)

@@ -32,29 +32,41 @@ def read_training_summary(directory: str | Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def rows_per_pass(group_ids: torch.Tensor, max_rows: int) -> list[torch.Tensor]:
-    """Row indices of successive passes: whole groups, in order of first appearance, packed
-    while a pass holds at most ``max_rows`` rows (a larger group gets a pass of its own)."""
-    ids = group_ids.detach().cpu()
-    if len(ids) <= max_rows:
-        return [torch.arange(len(ids), device=group_ids.device)]
+def rows_per_pass(group_ids: torch.Tensor, tokens_per_row: torch.Tensor, tokens_per_pass: int) -> list[torch.Tensor]:
+    """Row indices of successive passes over a batch.
+
+    A pass holds whole groups whose rows have one token length, a group counting as its longest
+    row: rows never share a pass with longer ones, so a row's computation (its padding, and which
+    kernel runs: short sequences take other code paths) never depends on longer series in its
+    batch, and short rows do not pay for long rows' padding. Groups of one length are packed in
+    order of first appearance while a pass holds at most ``tokens_per_pass`` tokens (a larger
+    group gets a pass of its own). Passes come shortest first."""
+    ids, lengths = group_ids.detach().cpu(), tokens_per_row.detach().cpu().long()
     _, inverse = torch.unique(ids, return_inverse=True)
-    first_seen = torch.full((int(inverse.max()) + 1,), len(ids), dtype=torch.long)
+    num_groups = int(inverse.max()) + 1 if len(ids) else 0
+    first_seen = torch.full((num_groups,), len(ids), dtype=torch.long)
     first_seen.scatter_reduce_(0, inverse, torch.arange(len(ids)), reduce="amin")
-    rank = torch.argsort(torch.argsort(first_seen))[inverse]  # groups numbered by first row
+    group_length = torch.zeros(num_groups, dtype=torch.long).scatter_reduce_(0, inverse, lengths, reduce="amax")
+    # Groups by length, then by first appearance (both below len(ids) * max length + len(ids)).
+    rank_key = group_length * (len(ids) + 1) + first_seen
+    rank = torch.argsort(torch.argsort(rank_key))[inverse]
     order = torch.argsort(rank, stable=True)
-    sizes = torch.bincount(rank).tolist()
+    sizes = torch.bincount(rank, minlength=num_groups).tolist()
+    length_of_rank = group_length[torch.argsort(rank_key)].tolist()
     passes: list[torch.Tensor] = []
     current: list[torch.Tensor] = []
-    filled, start = 0, 0
-    for size in sizes:
-        if current and filled + size > max_rows:
+    filled, start, current_length = 0, 0, None
+    for size, length in zip(sizes, length_of_rank):
+        tokens = size * length
+        if current and (length != current_length or filled + tokens > tokens_per_pass):
             passes.append(torch.cat(current))
             current, filled = [], 0
         current.append(order[start : start + size])
-        filled += size
+        filled += tokens
         start += size
-    passes.append(torch.cat(current))
+        current_length = length
+    if current:
+        passes.append(torch.cat(current))
     return [rows.to(group_ids.device) for rows in passes]
 
 
@@ -367,10 +379,10 @@ class TSMojoModel(nn.Module):
         Beyond the head's reach the median is appended to the context and the model runs again;
         known-future covariates move into the context as their values are passed.
 
-        Rows run in passes of whole groups holding about ``tokens_per_pass`` patch tokens (default:
-        4,096 on CPU, where a pass's activations then stay in cache, which keeps the cost per token
-        flat as contexts grow; one pass on GPUs). Peak memory follows the pass, not the batch.
-        Results do not depend on it.
+        Rows run in passes of whole groups of one length (see :func:`rows_per_pass`) holding about
+        ``tokens_per_pass`` patch tokens (default: 4,096 on CPU, where a pass's activations then
+        stay in cache, which keeps the cost per token flat as contexts grow; one pass per length on
+        GPUs). Peak memory follows the pass, not the batch. Results do not depend on it.
         """
         cfg = self.config
         if prediction_length < 1:
@@ -385,16 +397,23 @@ class TSMojoModel(nn.Module):
             future_covariates = F.pad(
                 future_covariates, (0, max(0, prediction_length - future_covariates.shape[1])), value=float("nan")
             )
-        tokens_per_row = -(-context.shape[1] // cfg.patch_size) + 1 + cfg.max_output_patches
+        # A row's length in blocks of chunk_size patches, the unit the model pads its input to.
+        block = cfg.patch_size * cfg.chunk_size
+        observed = ~torch.isnan(context)
+        first_observed = torch.where(observed.any(1), observed.int().argmax(1), context.shape[1])
+        blocks = (-(-(context.shape[1] - first_observed) // block)).clamp(min=1)
+        tokens_per_row = blocks * cfg.chunk_size + 1 + cfg.max_output_patches
         if tokens_per_pass is None:
-            tokens_per_pass = INFERENCE_TOKENS_PER_PASS if device.type == "cpu" else batch * tokens_per_row
-        passes = rows_per_pass(group_ids, max(1, tokens_per_pass // tokens_per_row))
-        if len(passes) == 1:
-            return self._forecast_rows(context, prediction_length, group_ids, roles, future_covariates)
+            tokens_per_pass = INFERENCE_TOKENS_PER_PASS if device.type == "cpu" else int(tokens_per_row.sum())
         out = torch.empty(batch, prediction_length, len(cfg.quantiles), device=device)
-        for rows in passes:
+        for rows in rows_per_pass(group_ids, tokens_per_row, tokens_per_pass):
+            # Whole blocks up to the pass's longest row, cut or left-padded with NaN: a row's input
+            # never depends on how wide the batch was.
+            width = int(blocks[rows].max()) * block
+            rows_context = context[rows, -width:]
+            rows_context = F.pad(rows_context, (width - rows_context.shape[1], 0), value=float("nan"))
             known = None if future_covariates is None else future_covariates[rows]
-            out[rows] = self._forecast_rows(context[rows], prediction_length, group_ids[rows], roles[rows], known)
+            out[rows] = self._forecast_rows(rows_context, prediction_length, group_ids[rows], roles[rows], known)
         return out
 
     def _forecast_rows(
