@@ -38,17 +38,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
+
+if TYPE_CHECKING:
+    from tsmojo.pretrain import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -73,14 +78,13 @@ def chunked_kernels_only(enabled: bool = True):
         attention.DENSE_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH = saved
 
 
-def training_batches(count: int, seed: int, recipe: str) -> list[dict]:
-    """Pretraining batches of ``recipe``'s last curriculum stage (synthetic tasks only, so the
-    benchmark needs no data folder)."""
+def training_batches(count: int, seed: int, config: PretrainConfig) -> list[dict]:
+    """Pretraining batches of the recipe ``config``'s last curriculum stage, data seed ``seed``
+    (synthetic tasks only, so the benchmark needs no data folder)."""
     from tsmojo.data.tasks import TaskSampler
-    from tsmojo.pretrain import PretrainConfig, PretrainStream
+    from tsmojo.pretrain import PretrainStream
 
-    config = PretrainConfig.from_yaml(REPO / "tsmojo" / "recipes" / f"{recipe}.yaml")
-    config.seed = seed
+    config = dataclasses.replace(config, seed=seed)
     stream = PretrainStream(TaskSampler(), config, patch_size=16, start_step=10_000)
     batches, seconds = [], []
     for index in range(count):
@@ -111,7 +115,7 @@ def bench_train(args: argparse.Namespace) -> pd.DataFrame:
     if args.compile:
         runners["bf16-mixed+compile"] = torch.compile(models["bf16-mixed+compile"])
 
-    batches = training_batches(args.repeats + 1, seed=args.seed, recipe=args.recipe)
+    batches = training_batches(args.repeats + 1, seed=args.seed, config=recipe)
 
     def step(mode: str, batch: dict) -> float:
         optimizer = optimizers[mode]

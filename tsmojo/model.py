@@ -48,11 +48,11 @@ def rows_per_pass(group_ids: torch.Tensor, tokens_per_row: torch.Tensor, tokens_
     first_seen.scatter_reduce_(0, inverse, torch.arange(len(ids)), reduce="amin")
     group_length = torch.zeros(num_groups, dtype=torch.long).scatter_reduce_(0, inverse, lengths, reduce="amax")
     # Groups by length, then by first appearance (both below len(ids) * max length + len(ids)).
-    rank_key = group_length * (len(ids) + 1) + first_seen
-    rank = torch.argsort(torch.argsort(rank_key))[inverse]
+    group_order = torch.argsort(group_length * (len(ids) + 1) + first_seen)
+    rank = torch.argsort(group_order)[inverse]  # each row's group, numbered in pass order
     order = torch.argsort(rank, stable=True)
     sizes = torch.bincount(rank, minlength=num_groups).tolist()
-    length_of_rank = group_length[torch.argsort(rank_key)].tolist()
+    length_of_rank = group_length[group_order].tolist()
     passes: list[torch.Tensor] = []
     current: list[torch.Tensor] = []
     filled, start, current_length = 0, 0, None

@@ -11,7 +11,7 @@ Same semantics as ``naive.py``; unlike the reference, the products run in the in
 
 import torch
 
-from .naive import NEG, memory_mask
+from .naive import NEG, readable_masks
 
 
 def bmojo_attention_dense(
@@ -38,13 +38,8 @@ def bmojo_attention_dense(
     scale = dim**-0.5 if scale is None else scale
     compute_dtype = torch.promote_types(q.dtype, k.dtype)
 
-    positions = torch.arange(length, device=q.device)
-    distance = positions[query_start:, None] - positions[None, :]  # (queries, T)
-    in_window = (distance >= 0) & (distance < window)
-    in_band = (distance >= window) & (distance < 2 * window)
-    memory = memory_mask(memory_index, length, window, chunk_size)[:, query_start:]  # (b, queries, T)
-    valid = key_valid[:, None, :]
-    readable = torch.cat([(in_window | memory) & valid, in_band & valid], dim=-1)[:, None]  # (b, 1, q, 2T)
+    token_mask, fade_mask = readable_masks(key_valid, memory_index, window, chunk_size, query_start)
+    readable = torch.cat([token_mask, fade_mask], dim=-1)[:, None]  # (b, 1, queries, 2T)
 
     keys = torch.cat([k, k_fade], dim=2).to(compute_dtype)
     values = torch.cat([v, v_fade], dim=2).to(compute_dtype)

@@ -33,6 +33,21 @@ def memory_mask(memory_index: torch.Tensor, length: int, window: int, chunk_size
     return dense & older_than_window
 
 
+def readable_masks(
+    key_valid: torch.Tensor, memory_index: torch.Tensor, window: int, chunk_size: int, query_start: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which keys each query ``query_start .. T - 1`` reads: (batch, queries, T) masks over the token
+    keys (window and memory) and over the fading keys (band)."""
+    length = key_valid.shape[1]
+    positions = torch.arange(length, device=key_valid.device)
+    delta = positions[query_start:, None] - positions[None, :]
+    in_window = (delta >= 0) & (delta < window)
+    in_band = (delta >= window) & (delta < 2 * window)
+    memory = memory_mask(memory_index, length, window, chunk_size)[:, query_start:]
+    valid = key_valid[:, None, :]
+    return (in_window | memory) & valid, in_band & valid
+
+
 def bmojo_attention_naive(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -51,15 +66,8 @@ def bmojo_attention_naive(
 
 
 def _naive(q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, scale):
-    length = q.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    positions = torch.arange(length, device=q.device)
-    delta = positions[:, None] - positions[None, :]
-    in_window = (delta >= 0) & (delta < window)
-    in_band = (delta >= window) & (delta < 2 * window)
-    valid = key_valid[:, None, None, :]
-    token_mask = (in_window[None] | memory_mask(memory_index, length, window, chunk_size))[:, None] & valid
-    fade_mask = in_band[None, None] & valid
+    token_mask, fade_mask = (mask[:, None] for mask in readable_masks(key_valid, memory_index, window, chunk_size))
 
     scores_token = torch.einsum("bhid,bhjd->bhij", q.float(), k.float()) * scale
     scores_fade = torch.einsum("bhid,bhjd->bhij", q.float(), k_fade.float()) * scale
