@@ -1,7 +1,7 @@
 """Kernel benchmark: the SSD scan and B'MOJO attention, forward and forward+backward.
 
 On CUDA it times the Triton kernels, the chunked PyTorch path and, for short sequences, the
-PyTorch backend's short-sequence paths (dense attention, the one-chunk scan) and the naive
+PyTorch backend's short-sequence paths (dense and fused attention, the one-chunk scan) and the naive
 references, and reports the achieved memory bandwidth: the bytes each op must move at least (every
 input read once, every output written once) divided by its time. On CPU only the PyTorch paths run.
 ``--dtype bfloat16`` feeds bf16 inputs (the naive references still compute in float32). ``--triton-interpret`` adds
@@ -39,6 +39,7 @@ if __package__ in (None, ""):
 
 from tsmojo.kernels.attention.chunk import bmojo_attention_chunked  # noqa: E402
 from tsmojo.kernels.attention.dense import bmojo_attention_dense  # noqa: E402
+from tsmojo.kernels.attention.fused import bmojo_attention_fused  # noqa: E402
 from tsmojo.kernels.attention.naive import bmojo_attention_naive  # noqa: E402
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked  # noqa: E402
 from tsmojo.kernels.ssd.naive import ssd_scan_naive  # noqa: E402
@@ -192,6 +193,7 @@ def implementations(op: str, device: torch.device, triton_interpret: bool = Fals
     else:
         impls["torch"] = bmojo_attention_chunked
         impls["dense"] = bmojo_attention_dense
+        impls["fused"] = bmojo_attention_fused
         impls["naive"] = bmojo_attention_naive
     return impls
 
@@ -221,13 +223,13 @@ def main(argv: list[str] | None = None) -> Path:
         triton_version = ""
     if on_cuda:
         print(
-            f"CUDA case on {device_name}: timing triton, torch (chunked); dense, one-chunk, naive (T <= {naive_max}); "
-            "GB/s = compulsory bytes / time"
+            f"CUDA case on {device_name}: timing triton, torch (chunked); dense, fused, one-chunk, naive "
+            f"(T <= {naive_max}); GB/s = compulsory bytes / time"
         )
     else:
         print(
             f"CPU case ({device_name}, {torch.get_num_threads()} threads): timing the PyTorch paths only "
-            f"(torch = chunked; dense, one-chunk and naive for T <= {naive_max}); "
+            f"(torch = chunked; dense, fused, one-chunk and naive for T <= {naive_max}); "
             + (
                 f"Triton under its interpreter for T <= {naive_max}, a code-path check, not a speed figure"
                 if triton_interpret
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
             else:
                 tensors, extra = make_inputs(args, length, device)
             for impl, fn in implementations(op, device, triton_interpret).items():
-                if impl in ("naive", "dense", "one-chunk", "triton-interpret") and length > naive_max:
+                if impl in ("naive", "dense", "fused", "one-chunk", "triton-interpret") and length > naive_max:
                     continue
                 for mode in ("fwd", "fwd+bwd"):
                     backward = mode == "fwd+bwd"

@@ -17,9 +17,11 @@ also times the data generation of those batches, to report the share of a step s
 ``inference`` times ``TSMojoPipeline.predict`` (input parsing and output included) on synthetic
 series of 512 points, horizon 24, with the bundled model, per dtype, interleaved.
 
-Both add "chunked kernels" rows: the same code with the PyTorch backend's short-sequence paths
-turned off (dense attention up to ``DENSE_MAX_LENGTH`` tokens, a one-chunk SSD scan up to
-``SINGLE_CHUNK_MAX_LENGTH``), which is how every step ran before those paths existed. The rest
+Both add "chunked kernels" rows: the same code with the short-sequence paths turned off (dense
+attention up to ``DENSE_MAX_LENGTH`` tokens, fused attention for inference up to
+``FUSED_MAX_LENGTH``, a one-chunk SSD scan up to ``SINGLE_CHUNK_MAX_LENGTH``, and contexts of a
+few patches left unpadded, ``TSMojoModel.padded_context_length``), which is how every step ran
+before those paths existed. The rest
 of the code stays current, so that row is if anything faster than the code before them.
 
 ``learning`` runs ``tsmojo pretrain`` from scratch twice (``--precision 32-true`` and
@@ -65,17 +67,28 @@ def _bf16(enabled: bool):
 
 @contextlib.contextmanager
 def chunked_kernels_only(enabled: bool = True):
-    """Within the block, the PyTorch backend runs the chunked attention and SSD scan at every length."""
+    """Within the block, every sequence runs as it did before the short-sequence paths: the PyTorch
+    backend's chunked attention and SSD scan at every length, and contexts padded to whole chunks
+    of patches even when all their tokens fit in one window."""
     import tsmojo.kernels.attention as attention
     import tsmojo.kernels.ssd as ssd
+    from tsmojo.model import TSMojoModel
 
-    saved = attention.DENSE_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH
+    saved = attention.DENSE_MAX_LENGTH, attention.FUSED_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH
+    padded_context_length = TSMojoModel.padded_context_length
+
+    def whole_chunks(model: TSMojoModel, length: int, num_future: int) -> int:
+        block = model.config.patch_size * model.config.chunk_size
+        return max(-(-length // block), 1) * block
+
     if enabled:
-        attention.DENSE_MAX_LENGTH = ssd.SINGLE_CHUNK_MAX_LENGTH = 0
+        attention.DENSE_MAX_LENGTH = attention.FUSED_MAX_LENGTH = ssd.SINGLE_CHUNK_MAX_LENGTH = 0
+        TSMojoModel.padded_context_length = whole_chunks  # type: ignore[method-assign]
     try:
         yield
     finally:
-        attention.DENSE_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH = saved
+        attention.DENSE_MAX_LENGTH, attention.FUSED_MAX_LENGTH, ssd.SINGLE_CHUNK_MAX_LENGTH = saved
+        TSMojoModel.padded_context_length = padded_context_length  # type: ignore[method-assign]
 
 
 def training_batches(count: int, seed: int, config: PretrainConfig) -> list[dict]:

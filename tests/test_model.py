@@ -91,6 +91,29 @@ def test_forecasts_do_not_depend_on_the_tokens_per_pass() -> None:
     torch.testing.assert_close(row_by_row, one_pass, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("length", [3, 13, 20])
+def test_a_context_within_one_window_gives_the_same_forecast_without_chunk_padding(length) -> None:
+    """A row whose tokens (context, register, future) all fit in one window reads no fading-band or
+    memory key, so the chunk alignment that padding buys cannot matter: the model leaves such a
+    context unpadded, and the output equals that of the same context padded to whole chunks."""
+    model = tiny_model(window=8, memory_topk=2, memory_size=4)  # patch 4, chunk 4: blocks of 16 points
+    num_future = 2
+    assert model.padded_context_length(length, num_future) == -(-length // 4) * 4  # whole patches only
+    x = random_walks(3, length, seed=4)
+    padded = torch.cat([torch.full((3, 32 - length), float("nan")), x], dim=1)
+    assert model.padded_context_length(32, num_future) == 32  # 8 patches + 3 tokens > window: whole chunks
+    unpadded_out = model(x, num_output_patches=num_future).quantiles
+    padded_out = model(padded, num_output_patches=num_future).quantiles
+    torch.testing.assert_close(unpadded_out, padded_out, atol=1e-5, rtol=1e-5)
+
+
+def test_a_context_beyond_one_window_is_padded_to_whole_chunks() -> None:
+    model = tiny_model(window=8)
+    assert model.padded_context_length(21, 2) == 32  # 6 patches + register + 2 future = 9 tokens > 8
+    assert model.padded_context_length(20, 2) == 20  # 5 + 1 + 2 = 8 tokens: one window
+    assert model.padded_context_length(0, 2) == 4  # an empty context still gets one patch
+
+
 def test_left_padding_with_nan_changes_nothing() -> None:
     model = tiny_model()
     x = random_walks(2, 30)

@@ -275,6 +275,21 @@ class TSMojoModel(nn.Module):
             output.loss = output.quantile_loss + cfg.innovation_loss_weight * innovation_loss
         return output
 
+    def padded_context_length(self, length: int, num_future: int) -> int:
+        """Points a context of ``length`` points is left-padded to: whole chunks of patches, so that
+        the eidetic memory's chunk boundaries count from the context's end.
+
+        Memory and fading-band keys are at least a window away from their query, so when every
+        token of a row (context, register, future) lies within one window, nothing reads them, and
+        chunk boundaries cannot matter: such a context is padded to whole patches only, which
+        gives the same result with up to 4x fewer tokens for contexts of a few patches."""
+        cfg = self.config
+        num_patches = max(-(-length // cfg.patch_size), 1)
+        if num_patches + 1 + num_future <= cfg.window:
+            return num_patches * cfg.patch_size
+        block = cfg.patch_size * cfg.chunk_size
+        return max(-(-length // block), 1) * block
+
     def patch(
         self,
         context: torch.Tensor,
@@ -286,13 +301,13 @@ class TSMojoModel(nn.Module):
     ) -> torch.Tensor:
         """Scaled context and known future values as patches (B, N + F, p), NaN where missing.
 
-        Patches and chunks are right-aligned: the context is left-padded to a whole number of
-        chunks of patches, so a series' tokens and chunk boundaries never depend on how much
-        padding the batch added."""
+        Patches and chunks are right-aligned: the context is left-padded to
+        :meth:`padded_context_length`, so a series' tokens and chunk boundaries never depend on
+        how much padding the batch added."""
         cfg, batch = self.config, context.shape[0]
         scaled = self.to_model_space(context, loc, scale)
-        block = cfg.patch_size * cfg.chunk_size
-        scaled = F.pad(scaled, (-(-scaled.shape[1] // block) * block - scaled.shape[1], 0), value=float("nan"))
+        width = self.padded_context_length(scaled.shape[1], num_future)
+        scaled = F.pad(scaled, (width - scaled.shape[1], 0), value=float("nan"))
         horizon = num_future * cfg.patch_size
         future = torch.full((batch, horizon), float("nan"), device=context.device)
         if future_covariates is not None:
@@ -397,19 +412,20 @@ class TSMojoModel(nn.Module):
             future_covariates = F.pad(
                 future_covariates, (0, max(0, prediction_length - future_covariates.shape[1])), value=float("nan")
             )
-        # A row's length in blocks of chunk_size patches, the unit the model pads its input to.
-        block = cfg.patch_size * cfg.chunk_size
+        # A row's width: its observed length as the model pads it for the first forecast step.
+        num_future = min(cfg.max_output_patches, -(-prediction_length // cfg.patch_size))
         observed = ~torch.isnan(context)
         first_observed = torch.where(observed.any(1), observed.int().argmax(1), context.shape[1])
-        blocks = (-(-(context.shape[1] - first_observed) // block)).clamp(min=1)
-        tokens_per_row = blocks * cfg.chunk_size + 1 + cfg.max_output_patches
+        lengths = (context.shape[1] - first_observed).tolist()
+        widths = torch.tensor([self.padded_context_length(n, num_future) for n in lengths], dtype=torch.long)
+        tokens_per_row = widths // cfg.patch_size + 1 + num_future
         if tokens_per_pass is None:
             tokens_per_pass = INFERENCE_TOKENS_PER_PASS if device.type == "cpu" else int(tokens_per_row.sum())
         out = torch.empty(batch, prediction_length, len(cfg.quantiles), device=device)
         for rows in rows_per_pass(group_ids, tokens_per_row, tokens_per_pass):
-            # Whole blocks up to the pass's longest row, cut or left-padded with NaN: a row's input
-            # never depends on how wide the batch was.
-            width = int(blocks[rows].max()) * block
+            # The pass's widest row's width, cut or left-padded with NaN: a row's input never
+            # depends on how wide the batch was.
+            width = int(widths[rows.cpu()].max())
             rows_context = context[rows, -width:]
             rows_context = F.pad(rows_context, (width - rows_context.shape[1], 0), value=float("nan"))
             known = None if future_covariates is None else future_covariates[rows]

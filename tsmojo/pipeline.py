@@ -193,28 +193,31 @@ class TSMojoPipeline:
                 filled += task.num_rows
             if current:
                 batches.append(current)
-        model_quantiles: list[np.ndarray] = [np.empty(0)] * len(tasks)
-        row_factors: list[np.ndarray] = [np.empty(0)] * len(tasks)
+        levels = self.model_quantile_levels
+        weights = mean_weights(levels)
+        quantiles: list[np.ndarray] = [np.empty(0)] * len(tasks)
+        means: list[np.ndarray] = [np.empty(0)] * len(tasks)
         for batch in batches:
             contexts, futures, roles, groups = [], [], [], []
             for group, i in enumerate(batch):
                 task = tasks[i]
-                rows = np.concatenate([task.target, task.past, task.known], axis=0)[:, -context_length:]
+                contexts.append(np.concatenate([task.target, task.past, task.known], axis=0)[:, -context_length:])
                 future = np.full((task.num_rows, prediction_length), np.nan)
                 if task.known.shape[0]:
                     future[task.num_rows - task.known.shape[0] :] = task.known_future[:, :prediction_length]
-                factors = _row_factors(rows, future)
-                if (factors != 1).any():  # exact power-of-two rescaling: the model's scaling is affine
-                    rows, future = rows / factors[:, None], future / factors[:, None]
-                row_factors[i] = factors
-                contexts.append(rows)
                 futures.append(future)
                 roles.append(task.roles())
                 groups.append(np.full(task.num_rows, 0 if cross_learning else group))
             width = max(c.shape[1] for c in contexts)
-            context = np.concatenate(
-                [np.pad(c, ((0, 0), (width - c.shape[1], 0)), constant_values=np.nan) for c in contexts]
-            )
+            context = np.full((sum(len(c) for c in contexts), width), np.nan)
+            start = 0
+            for rows in contexts:  # right-aligned, NaN in front
+                context[start : start + len(rows), width - rows.shape[1] :] = rows
+                start += len(rows)
+            future = np.concatenate(futures)
+            factors = _row_factors(context, future)
+            if (factors != 1).any():  # exact power-of-two rescaling: the model's scaling is affine
+                context, future = context / factors[:, None], future / factors[:, None]
             device = self.device
             with torch.no_grad(), autocast(device, self.dtype):
                 forecast = self.model.forecast(
@@ -222,19 +225,18 @@ class TSMojoPipeline:
                     prediction_length,
                     group_ids=torch.as_tensor(np.concatenate(groups), device=device),
                     roles=torch.as_tensor(np.concatenate(roles), device=device),
-                    future_covariates=torch.as_tensor(np.concatenate(futures), dtype=torch.float32, device=device),
+                    future_covariates=torch.as_tensor(future, dtype=torch.float32, device=device),
                 )
-            batch_quantiles = forecast.float().cpu().numpy()
-            offset = 0
+            batch_quantiles = forecast.float().cpu().numpy() * factors[:, None, None]
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: reported just below
+                batch_requested = interpolate_quantiles(batch_quantiles, levels, quantile_levels).astype(np.float32)
+                batch_means = (batch_quantiles @ weights).astype(np.float32)
+            start = 0
             for i in batch:
                 targets = tasks[i].target.shape[0]
-                model_quantiles[i] = batch_quantiles[offset : offset + targets] * row_factors[i][:targets, None, None]
-                offset += tasks[i].num_rows
-        levels = self.model_quantile_levels
-        weights = mean_weights(levels)
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: reported just below
-            quantiles = [interpolate_quantiles(q, levels, quantile_levels).astype(np.float32) for q in model_quantiles]
-            means = [(q @ weights).astype(np.float32) for q in model_quantiles]
+                quantiles[i] = batch_requested[start : start + targets]
+                means[i] = batch_means[start : start + targets]
+                start += tasks[i].num_rows
         bad = [
             i
             for i, (q, m) in enumerate(zip(quantiles, means, strict=True))
