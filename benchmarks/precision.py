@@ -78,8 +78,9 @@ def chunked_kernels_only(enabled: bool = True):
     padded_context_length = TSMojoModel.padded_context_length
 
     def whole_chunks(model: TSMojoModel, length: int, num_future: int) -> int:
-        block = model.config.patch_size * model.config.chunk_size
-        return max(-(-length // block), 1) * block
+        # A window's worth of future tokens never fits in one window with the context: the rule
+        # then pads to whole chunks, as it did for every context before.
+        return padded_context_length(model, length, model.config.window)
 
     if enabled:
         attention.DENSE_MAX_LENGTH = attention.FUSED_MAX_LENGTH = ssd.SINGLE_CHUNK_MAX_LENGTH = 0

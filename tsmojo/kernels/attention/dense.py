@@ -14,6 +14,32 @@ import torch
 from .naive import NEG, readable_masks
 
 
+def dense_operands(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_fade: torch.Tensor,
+    v_fade: torch.Tensor,
+    key_valid: torch.Tensor,
+    memory_index: torch.Tensor,
+    window: int,
+    chunk_size: int,
+    query_start: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both dense forms (this one and ``fused.py``) read: the queries, the token keys followed
+    by the fading keys, their values (all in the promoted dtype of ``q`` and ``k``), and which of
+    those 2T keys each query reads, (b, 1, queries, 2T)."""
+    num_queries, length = q.shape[2], k.shape[2]
+    if num_queries != length - query_start:
+        raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
+    compute_dtype = torch.promote_types(q.dtype, k.dtype)
+    token_mask, fade_mask = readable_masks(key_valid, memory_index, window, chunk_size, query_start)
+    readable = torch.cat([token_mask, fade_mask], dim=-1)[:, None]
+    keys = torch.cat([k, k_fade], dim=2).to(compute_dtype)
+    values = torch.cat([v, v_fade], dim=2).to(compute_dtype)
+    return q.to(compute_dtype), keys, values, readable
+
+
 def bmojo_attention_dense(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -31,19 +57,12 @@ def bmojo_attention_dense(
 
     ``q`` holds the queries at positions ``query_start .. T - 1`` (T = the keys' length). Score
     products run in the inputs' dtype; masking and softmax in float32, whose range NEG needs."""
-    batch, heads, num_queries, dim = q.shape
-    length = k.shape[2]
-    if num_queries != length - query_start:
-        raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
-    scale = dim**-0.5 if scale is None else scale
-    compute_dtype = torch.promote_types(q.dtype, k.dtype)
-
-    token_mask, fade_mask = readable_masks(key_valid, memory_index, window, chunk_size, query_start)
-    readable = torch.cat([token_mask, fade_mask], dim=-1)[:, None]  # (b, 1, queries, 2T)
-
-    keys = torch.cat([k, k_fade], dim=2).to(compute_dtype)
-    values = torch.cat([v, v_fade], dim=2).to(compute_dtype)
-    scores = (q.to(compute_dtype) * scale) @ keys.transpose(-1, -2)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out_dtype = q.dtype
+    q, keys, values, readable = dense_operands(
+        q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, query_start
+    )
+    scores = (q * scale) @ keys.transpose(-1, -2)
     scores = scores.float().masked_fill(~readable, NEG)
     probs = torch.softmax(scores, dim=-1) * readable.any(-1, keepdim=True)
-    return (probs.to(compute_dtype) @ values).to(q.dtype)
+    return (probs.to(q.dtype) @ values).to(out_dtype)

@@ -13,7 +13,7 @@ correct gradient. Same semantics as ``naive.py``.
 import torch
 import torch.nn.functional as F
 
-from .naive import readable_masks
+from .dense import dense_operands
 
 
 def bmojo_attention_fused(
@@ -32,20 +32,12 @@ def bmojo_attention_fused(
     """Fused dense evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
 
     ``q`` holds the queries at positions ``query_start .. T - 1`` (T = the keys' length)."""
-    num_queries, length = q.shape[2], k.shape[2]
-    if num_queries != length - query_start:
-        raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
-    compute_dtype = torch.promote_types(q.dtype, k.dtype)
-    token_mask, fade_mask = readable_masks(key_valid, memory_index, window, chunk_size, query_start)
-    readable = torch.cat([token_mask, fade_mask], dim=-1)[:, None]  # (b, 1, queries, 2T)
+    out_dtype = q.dtype
+    q, keys, values, readable = dense_operands(
+        q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, query_start
+    )
     has_key = readable.any(-1, keepdim=True)
     # A query with no readable key would take a softmax over nothing (NaN): it reads every key
     # instead and is zeroed afterwards, as the reference defines it.
-    out = F.scaled_dot_product_attention(
-        q.to(compute_dtype),
-        torch.cat([k, k_fade], dim=2).to(compute_dtype),
-        torch.cat([v, v_fade], dim=2).to(compute_dtype),
-        attn_mask=readable | ~has_key,
-        scale=scale,
-    )
-    return (out * has_key).to(q.dtype)
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=readable | ~has_key, scale=scale)
+    return (out * has_key).to(out_dtype)
