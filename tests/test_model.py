@@ -306,3 +306,21 @@ def test_block_output_tail_matches_the_full_block(output_from: int) -> None:
         for key, full_grad in full_grads.items():
             grad = grads.get(key, torch.zeros_like(full_grad))
             torch.testing.assert_close(grad, full_grad, rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
+
+
+def test_per_row_scale_windows_set_each_rows_scaling() -> None:
+    """``scale_windows`` (how pretraining draws several scalings): a row's forecast equals the
+    forecast of a model whose ``scale_window`` is that row's window, 0 meaning the whole context,
+    and the default is the config's window."""
+    model = tiny_model(scale_window=24)
+    context = random_walks(3, 80, seed=4)
+    context[1, :50] += 40.0  # a level shift that a long window and a short one scale differently
+    windows = torch.tensor([8, 24, 0])
+    with torch.no_grad():
+        per_row = model(context, scale_windows=windows).quantiles
+        default = model(context).quantiles
+        torch.testing.assert_close(model(context, scale_windows=torch.full((3,), 24)).quantiles, default)
+        for row, window in enumerate(windows.tolist()):
+            model.config.scale_window = window
+            torch.testing.assert_close(per_row[row], model(context).quantiles[row])
+    assert not torch.allclose(per_row[0], default[0])

@@ -102,6 +102,24 @@ def test_ranks_draw_disjoint_parts_of_the_same_stream() -> None:
         torch.testing.assert_close(got, want, equal_nan=True)
 
 
+def test_stream_draws_one_scale_window_per_group() -> None:
+    from tsmojo.data.tasks import TaskMix, TaskSampler
+    from tsmojo.pretrain import PretrainConfig, PretrainStream
+
+    choices = [16, 32, 0]
+    config = PretrainConfig(tokens_per_batch=400, max_batch_size=32, horizon=16, scale_windows=choices)
+    stream = PretrainStream(TaskSampler(mix=TaskMix(group_row_share=0.5)), config, patch_size=8)
+    batches = [stream.batch(i) for i in range(4)]
+    drawn = torch.cat([b["scale_windows"] for b in batches])
+    assert set(drawn.tolist()) == set(choices)
+    for batch in batches:
+        for group in batch["group_ids"].unique():
+            assert batch["scale_windows"][batch["group_ids"] == group].unique().numel() == 1
+    torch.testing.assert_close(stream.batch(2)["scale_windows"], batches[2]["scale_windows"])
+    plain = PretrainStream(TaskSampler(), PretrainConfig(tokens_per_batch=400, horizon=16), patch_size=8)
+    assert "scale_windows" not in plain.batch(0)
+
+
 def test_two_process_ddp_on_cpu(tmp_path) -> None:
     run_dir = tmp_path / "ddp"
     result = run("--tiny", "--max-steps", "4", "--devices", "2", "--precision", "32-true", "--run-dir", str(run_dir))

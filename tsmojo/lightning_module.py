@@ -48,6 +48,7 @@ def batch_loss(
         num_output_patches=num_patches,
         future_target=future,
         target_weights=batch.get("target_weights") if weighted else None,
+        scale_windows=batch.get("scale_windows"),
     )
     return output.loss, output.quantile_loss
 

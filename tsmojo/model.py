@@ -157,19 +157,29 @@ class TSMojoModel(nn.Module):
         self.register_buffer("quantile_levels", torch.tensor(config.quantiles), persistent=False)
 
     # -- scaling ---------------------------------------------------------------------------
-    def scale_stats(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """NaN-aware per-row location and scale, (B, 1) each, of the last ``scale_window`` steps
-        (of the whole context when that window holds no observation)."""
-        window = self.config.scale_window
-        if window and context.shape[1] > window:
+    def scale_stats(
+        self, context: torch.Tensor, scale_windows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NaN-aware per-row location and scale, (B, 1) each, of each row's last ``scale_windows``
+        steps (default: the config's ``scale_window`` for every row; 0 means the whole context),
+        or of the whole context when that window holds no observation."""
+        length = context.shape[1]
+        if scale_windows is None:
+            window = self.config.scale_window
+            if not window or length <= window:
+                return self.nan_aware_stats(context)
             recent = context[:, -window:]
-            loc, scale = self.nan_aware_stats(recent)
-            empty = torch.isnan(recent).all(-1, keepdim=True)
-            if bool(empty.any()):
-                whole_loc, whole_scale = self.nan_aware_stats(context)
-                loc, scale = torch.where(empty, whole_loc, loc), torch.where(empty, whole_scale, scale)
-            return loc, scale
-        return self.nan_aware_stats(context)
+        else:
+            windows = scale_windows.to(context.device).long()[:, None]
+            start = torch.where(windows > 0, length - windows, torch.zeros_like(windows))
+            in_window = torch.arange(length, device=context.device)[None] >= start
+            recent = torch.where(in_window, context, torch.full_like(context, float("nan")))
+        loc, scale = self.nan_aware_stats(recent)
+        empty = torch.isnan(recent).all(-1, keepdim=True)
+        if bool(empty.any()):
+            whole_loc, whole_scale = self.nan_aware_stats(context)
+            loc, scale = torch.where(empty, whole_loc, loc), torch.where(empty, whole_scale, scale)
+        return loc, scale
 
     @staticmethod
     def nan_aware_stats(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,6 +244,7 @@ class TSMojoModel(nn.Module):
         num_output_patches: int | None = None,
         future_target: torch.Tensor | None = None,
         target_weights: torch.Tensor | None = None,
+        scale_windows: torch.Tensor | None = None,
     ) -> TSMojoOutput:
         """Forecast ``num_output_patches * patch_size`` steps for every row.
 
@@ -245,6 +256,9 @@ class TSMojoModel(nn.Module):
             num_output_patches: patches to produce, 1..max_output_patches. Default: the maximum.
             future_target: (B, H) truth for training; NaN entries and non-target rows are ignored.
             target_weights: (B,) loss weight of each row's future points. Default: all 1.
+            scale_windows: (B,) int, steps at the end of each row that set its location and scale
+                (0: the whole context). Default: ``config.scale_window``. Pretraining draws them at
+                random so that one model reads several scalings.
         """
         cfg = self.config
         batch, device = context.shape[0], context.device
@@ -255,7 +269,7 @@ class TSMojoModel(nn.Module):
         roles = torch.zeros(batch, dtype=torch.long, device=device) if roles is None else roles.to(device).long()
 
         context = context.float()
-        loc, scale = self.scale_stats(context)  # (B, 1) each
+        loc, scale = self.scale_stats(context, scale_windows)  # (B, 1) each
         patches = self.patch(context, future_covariates, roles, loc, scale, num_future)  # (B, N + F, p)
         layout = GroupLayout.from_group_ids(group_ids)
         with full_precision(device):

@@ -54,6 +54,9 @@ class PretrainConfig:
         {"until": 4000, "lengths": [128, 256, 512, 1024, 2048], "weights": [0.1, 0.2, 0.3, 0.25, 0.15]},
         {"until": 0, "lengths": [256, 512, 1024, 2048, 4096, 8192], "weights": [0.1, 0.2, 0.25, 0.2, 0.15, 0.1]},
     ])  # fmt: skip
+    # Scale windows (time steps; 0: the whole context) drawn uniformly per group of rows for each
+    # training batch, so that one model reads several scalings; None: the model's scale_window.
+    scale_windows: list | None = None
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 300
@@ -102,7 +105,13 @@ class PretrainStream(IterableDataset):
         context_length = context_length_for(index // self.world_size, rng, self.config)
         tokens = context_length // self.patch_size + 1 + math.ceil(self.config.horizon / self.patch_size)
         batch_size = min(self.config.max_batch_size, max(16, self.config.tokens_per_batch // tokens))
-        return self.sampler.sample(rng, batch_size, context_length, self.config.horizon)
+        batch = self.sampler.sample(rng, batch_size, context_length, self.config.horizon)
+        if self.config.scale_windows:
+            choices = torch.tensor(self.config.scale_windows, dtype=torch.long)
+            groups = batch["group_ids"]
+            picks = torch.from_numpy(rng.integers(len(choices), size=int(groups.max()) + 1))
+            batch["scale_windows"] = choices[picks][groups]
+        return batch
 
     def __iter__(self):
         step = self.start_step

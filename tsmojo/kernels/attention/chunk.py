@@ -4,8 +4,8 @@ Queries are split into chunks of ``chunk_size``. A chunk's window keys lie in th
 just before it and its fading band in the few before those, so every score block is one
 (chunk x chunk) matrix product between the query chunk and a key chunk at a fixed offset.
 Tensors are laid out chunk-major, ``(chunks, batch, heads, chunk, dim)``, so that the key chunks
-at an offset are a contiguous slice: no key span is ever copied out. Same semantics as
-``naive.py``.
+at an offset are a contiguous slice; each query chunk's keys (window, band and memory, a few
+chunks' worth) are gathered into one block, read by one product. Same semantics as ``naive.py``.
 """
 
 import torch
@@ -30,7 +30,7 @@ def _offsets(low: int, high: int, chunk_size: int) -> list[int]:
     return list(range(first, last + 1))
 
 
-def bmojo_attention_chunked(
+def chunked_operands(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -40,21 +40,18 @@ def bmojo_attention_chunked(
     memory_index: torch.Tensor,
     window: int,
     chunk_size: int,
-    scale: float | None = None,
     query_start: int = 0,
-) -> torch.Tensor:
-    """Chunked evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
-
-    ``q`` may hold only the queries at positions ``query_start .. T - 1`` (T = the keys' length):
-    chunks before the first query's are skipped, which is how a model's last layer computes just
-    the positions its head reads."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What both chunked forms (this one and ``fused.bmojo_attention_fused_chunked``) read, chunk
+    by chunk, in the promoted dtype of ``q`` and ``k``: the query chunks (c, b, h, chunk, d), the
+    keys each chunk may read (c, b, h, K, d) and their values, and which of them each query reads,
+    (c, b, 1, chunk, K). The K keys are the token-key chunks that hold the window, the fading-key
+    chunks that hold the band, and the chunk's memory slots; c counts the chunks from the first
+    query's, whose first ``query_start % chunk_size`` queries are padding."""
     batch, heads, num_queries, dim = q.shape
     length = k.shape[2]
     if num_queries != length - query_start:
         raise ValueError(f"q holds {num_queries} queries, expected T - query_start = {length - query_start}")
-    if num_queries == 0:
-        return q * 0.0  # an empty result that is still part of the autograd graph
-    scale = dim**-0.5 if scale is None else scale
     num_chunks = -(-length // chunk_size)
     first_chunk = query_start // chunk_size
     skipped = query_start - first_chunk * chunk_size  # queries of the first chunk before query_start
@@ -64,10 +61,10 @@ def bmojo_attention_chunked(
     lead = max(window_offsets + band_offsets)
 
     # Products run in the inputs' dtype (bf16 products are several times faster on CPUs with
-    # native bf16); scores are masked and normalised in float32, whose range NEG needs.
+    # native bf16).
     compute_dtype = torch.promote_types(q.dtype, k.dtype)
     q, k, v, k_fade, v_fade = (t.to(compute_dtype) for t in (q, k, v, k_fade, v_fade))
-    queries = _chunk_major(q, skipped, query_chunks, chunk_size).mul_(scale)  # (c, b, h, q, d)
+    queries = _chunk_major(q, skipped, query_chunks, chunk_size)  # (c, b, h, q, d)
     front, key_chunks = lead * chunk_size, lead + num_chunks
     keys, values = _chunk_major(k, front, key_chunks, chunk_size), _chunk_major(v, front, key_chunks, chunk_size)
     fade_keys = _chunk_major(k_fade, front, key_chunks, chunk_size)
@@ -82,7 +79,7 @@ def bmojo_attention_chunked(
     def at(tensor: torch.Tensor, offset: int) -> torch.Tensor:
         return tensor[lead - offset + first_chunk : lead - offset + num_chunks]
 
-    score_blocks, masks, value_blocks = [], [], []
+    key_blocks, masks, value_blocks = [], [], []
     for offsets, chunked_keys, chunked_values, low in (
         (window_offsets, keys, values, 0),
         (band_offsets, fade_keys, fade_values, window),
@@ -90,7 +87,7 @@ def bmojo_attention_chunked(
         for offset in offsets:
             gap = distance + offset * chunk_size
             in_range = (gap >= low) & (gap < low + window)  # (q, s)
-            score_blocks.append(queries @ at(chunked_keys, offset).transpose(-1, -2))
+            key_blocks.append(at(chunked_keys, offset))
             masks.append(in_range & at(valid, offset)[:, :, None, :])  # (c, b, q, s)
             value_blocks.append(at(chunked_values, offset))
 
@@ -110,15 +107,52 @@ def bmojo_attention_chunked(
     memory_ok = memory_ok.transpose(0, 1)[:, :, None, :] & (
         slot.transpose(0, 1)[:, :, None, :] <= query_position[:, None, :, None] - window
     )  # (c, b, q, M)
-    score_blocks.append(queries @ memory_chunks(k).transpose(-1, -2))
+    key_blocks.append(memory_chunks(k))
     masks.append(memory_ok)
     value_blocks.append(memory_chunks(v))
 
-    readable = torch.cat(masks, dim=-1)  # (c, b, q, keys)
-    scores = torch.cat(score_blocks, dim=-1).float().masked_fill(~readable[:, :, None], NEG)
-    has_key = readable.any(-1)[:, :, None, :, None]
-    probs = (torch.softmax(scores, dim=-1) * has_key).to(compute_dtype)
-    widths = [block.shape[-1] for block in score_blocks]
-    out = sum((p @ block).float() for p, block in zip(probs.split(widths, dim=-1), value_blocks))
-    out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, query_chunks * chunk_size, dim)
-    return out[:, :, skipped : skipped + num_queries].to(q.dtype)
+    readable = torch.cat(masks, dim=-1)[:, :, None]  # (c, b, 1, q, K)
+    return queries, torch.cat(key_blocks, dim=-2), torch.cat(value_blocks, dim=-2), readable
+
+
+def unchunk(out: torch.Tensor, query_start: int, num_queries: int) -> torch.Tensor:
+    """(c, b, h, chunk, d) outputs of :func:`chunked_operands`' query chunks -> (b, h, num_queries, d),
+    without the padding queries in front of ``query_start`` and behind the last key."""
+    chunks, batch, heads, chunk_size, dim = out.shape
+    out = out.permute(1, 2, 0, 3, 4).reshape(batch, heads, chunks * chunk_size, dim)
+    skipped = query_start % chunk_size
+    return out[:, :, skipped : skipped + num_queries]
+
+
+def bmojo_attention_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_fade: torch.Tensor,
+    v_fade: torch.Tensor,
+    key_valid: torch.Tensor,
+    memory_index: torch.Tensor,
+    window: int,
+    chunk_size: int,
+    scale: float | None = None,
+    query_start: int = 0,
+) -> torch.Tensor:
+    """Chunked evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
+
+    ``q`` may hold only the queries at positions ``query_start .. T - 1`` (T = the keys' length):
+    chunks before the first query's are skipped, which is how a model's last layer computes just
+    the positions its head reads. Scores are masked and normalised in float32, whose range NEG
+    needs."""
+    num_queries, out_dtype = q.shape[2], q.dtype
+    if num_queries == 0:
+        if num_queries != k.shape[2] - query_start:
+            raise ValueError(f"q holds no query, expected T - query_start = {k.shape[2] - query_start}")
+        return q * 0.0  # an empty result that is still part of the autograd graph
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    queries, keys, values, readable = chunked_operands(
+        q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, query_start
+    )
+    scores = (queries * scale) @ keys.transpose(-1, -2)  # (c, b, h, q, K)
+    scores = scores.float().masked_fill(~readable, NEG)
+    probs = torch.softmax(scores, dim=-1) * readable.any(-1, keepdim=True)
+    return unchunk(probs.to(values.dtype) @ values, query_start, num_queries).to(out_dtype)
