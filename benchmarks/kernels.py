@@ -1,9 +1,10 @@
 """Kernel benchmark: the SSD scan and B'MOJO attention, forward and forward+backward.
 
-On CUDA it times the Triton kernels, the chunked PyTorch path and, for short sequences, the
-PyTorch backend's short-sequence paths (dense and fused attention, the one-chunk scan) and the naive
-references, and reports the achieved memory bandwidth: the bytes each op must move at least (every
-input read once, every output written once) divided by its time. On CPU only the PyTorch paths run.
+On CUDA it times the Triton kernels, the chunked PyTorch paths (the fused attention chunk by chunk
+among them) and, for short sequences, the PyTorch backend's short-sequence paths (dense and fused
+attention, the one-chunk scan) and the naive references, and reports the achieved memory
+bandwidth: the bytes each op must move at least (every input read once, every output written once)
+divided by its time. On CPU only the PyTorch paths run.
 ``--dtype bfloat16`` feeds bf16 inputs (the naive references still compute in float32). ``--triton-interpret`` adds
 the Triton kernels on CPU, run by Triton's interpreter: it checks that the CUDA case's code path
 runs end to end on a machine without a GPU; its times are the interpreter's, never a speed figure.
@@ -39,7 +40,7 @@ if __package__ in (None, ""):
 
 from tsmojo.kernels.attention.chunk import bmojo_attention_chunked  # noqa: E402
 from tsmojo.kernels.attention.dense import bmojo_attention_dense  # noqa: E402
-from tsmojo.kernels.attention.fused import bmojo_attention_fused  # noqa: E402
+from tsmojo.kernels.attention.fused import bmojo_attention_fused, bmojo_attention_fused_chunked  # noqa: E402
 from tsmojo.kernels.attention.naive import bmojo_attention_naive  # noqa: E402
 from tsmojo.kernels.ssd.chunk import ssd_scan_chunked  # noqa: E402
 from tsmojo.kernels.ssd.naive import ssd_scan_naive  # noqa: E402
@@ -194,6 +195,7 @@ def implementations(op: str, device: torch.device, triton_interpret: bool = Fals
         impls["torch"] = bmojo_attention_chunked
         impls["dense"] = bmojo_attention_dense
         impls["fused"] = bmojo_attention_fused
+        impls["fused-chunked"] = bmojo_attention_fused_chunked
         impls["naive"] = bmojo_attention_naive
     return impls
 

@@ -112,6 +112,8 @@ def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
     rows = pd.read_csv(out)
     for op in ("ssd", "attention"):
         impls = [("torch", {5, 9}), ("naive", {5}), ("triton-interpret", {5})]
+        if op == "attention":
+            impls.append(("fused-chunked", {5, 9}))
         short_paths = ["dense", "fused"] if op == "attention" else ["one-chunk"]
         for impl, lengths in impls + [(name, {5}) for name in short_paths]:
             chosen = rows[(rows["op"] == op) & (rows["impl"] == impl)]
