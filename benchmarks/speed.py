@@ -41,11 +41,7 @@ import numpy as np
 import pandas as pd
 
 if __package__ in (None, ""):
-    # Run as a script, Python puts benchmarks/ first on sys.path, where kernels.py shadows the
-    # `kernels` package that transformers (under chronos-forecasting) probes for and imports.
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, load_dataset  # noqa: E402
 from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL  # noqa: E402

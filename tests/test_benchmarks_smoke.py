@@ -100,13 +100,13 @@ def test_geometric_mean_and_spec():
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 def test_kernel_benchmark_runs_every_implementation_on_cpu(tmp_path, capsys):
-    """benchmarks/kernels.py on CPU, tiny shapes: the torch, short-sequence and naive paths, and the Triton
+    """benchmarks/kernel_speed.py on CPU, tiny shapes: the torch, short-sequence and naive paths, and the Triton
     kernels (the CUDA case's code) under the interpreter, forward and backward, with positive times."""
-    from benchmarks import kernels
+    from benchmarks import kernel_speed
 
     out = tmp_path / "kernels.csv"
     tiny = "--batch 2 --heads 1 --head-dim 4 --state 2 --window 2 --chunk 4 --memory 2 --repeats 1"
-    kernels.main(["--device", "cpu", "--lengths", "5,9", "--naive-max-length", "5", "--triton-interpret",
+    kernel_speed.main(["--device", "cpu", "--lengths", "5,9", "--naive-max-length", "5", "--triton-interpret",
                   "--out", str(out), *tiny.split()])  # fmt: skip
     assert "CPU case" in capsys.readouterr().out
     rows = pd.read_csv(out)

@@ -17,6 +17,11 @@ import torch
 
 from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
+from tsmojo.seasonality import detect_period
+
+# Below this seasonal-naive error (in scaled units) a row counts as copied exactly: a constant or
+# exactly periodic context would otherwise get an unbounded weight.
+_NAIVE_ERROR_FLOOR = 1e-2
 
 
 class BatchList(torch.utils.data.Dataset):
@@ -32,12 +37,54 @@ class BatchList(torch.utils.data.Dataset):
         return self.batches[index]
 
 
+@torch.no_grad()
+def naive_error_weights(
+    model: TSMojoModel, batch: dict[str, torch.Tensor], exponent: float, max_weight: float
+) -> torch.Tensor:
+    """Loss weight of each row (B,): its in-context seasonal-naive error to the power ``-exponent``,
+    normalised to a mean of 1 over the target rows, then capped at ``max_weight``.
+
+    The training loss is a pinball loss in scaled units, so a near-periodic series, which seasonal
+    naive copies almost exactly, adds almost nothing to it: the model is never pushed to copy a
+    cycle precisely, and loses to seasonal naive there. MASE divides each series' error by that
+    naive error instead; ``exponent=1`` trains towards MASE, ``0`` leaves the loss as it is.
+
+    The naive error is the mean absolute difference between each scaled context step and the step
+    one period earlier (the period the seasonal hint detects, or 1 where it finds none), over the
+    last ``hint_window`` steps, as the row's scaling and the model's scaled units define it.
+    """
+    cfg = model.config
+    context = batch["context"].float()
+    loc, scale = model.scale_stats(context, batch.get("scale_windows"))
+    scaled = model.to_model_space(context, loc, scale)[:, -cfg.hint_window :]
+    period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2).clamp(min=1)
+    steps = torch.arange(scaled.shape[1], device=scaled.device)
+    earlier = torch.gather(scaled, 1, (steps[None] - period[:, None]).clamp(min=0))
+    difference = (scaled - earlier).abs()
+    paired = ~torch.isnan(difference) & (steps[None] >= period[:, None])
+    error = torch.where(paired, difference, 0.0).sum(-1) / paired.sum(-1).clamp(min=1)
+    error = torch.where(paired.any(-1), error, torch.ones_like(error))  # no pair: no evidence either way
+    weights = error.clamp(min=_NAIVE_ERROR_FLOOR) ** -exponent
+    targets = batch["roles"] == TARGET
+    mean = weights[targets].mean() if bool(targets.any()) else weights.new_tensor(1.0)
+    return (weights / mean).clamp(max=max_weight)
+
+
 def batch_loss(
-    model: TSMojoModel, batch: dict[str, torch.Tensor], weighted: bool = True
+    model: TSMojoModel,
+    batch: dict[str, torch.Tensor],
+    weighted: bool = True,
+    naive_weight_exponent: float = 0.0,
+    max_naive_weight: float = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, quantile loss) of ``model`` on a training batch; with ``weighted``, target rows
-    count by the batch's ``target_weights`` where it has them."""
+    """(total loss, quantile loss) of ``model`` on a training batch. With ``weighted``, target rows
+    count by the batch's ``target_weights`` where it has them, times their
+    :func:`naive_error_weights` when ``naive_weight_exponent`` is not 0."""
     future, roles = batch["future"], batch["roles"]
+    target_weights = batch.get("target_weights") if weighted else None
+    if weighted and naive_weight_exponent:
+        naive = naive_error_weights(model, batch, naive_weight_exponent, max_naive_weight)
+        target_weights = naive if target_weights is None else target_weights.to(naive.device) * naive
     num_patches = min(model.config.max_output_patches, -(-future.shape[1] // model.config.patch_size))
     known = torch.where((roles == FUTURE_COVARIATE)[:, None], future, torch.full_like(future, float("nan")))
     output = model(
@@ -47,7 +94,7 @@ def batch_loss(
         future_covariates=known,
         num_output_patches=num_patches,
         future_target=future,
-        target_weights=batch.get("target_weights") if weighted else None,
+        target_weights=target_weights,
         scale_windows=batch.get("scale_windows"),
     )
     return output.loss, output.quantile_loss
@@ -85,9 +132,11 @@ class TSMojoLightningModule(pl.LightningModule):
         max_steps: int = 100_000,
         min_lr_ratio: float = 0.1,
         trainable: str = "all",
+        naive_weight_exponent: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
+        self.naive_weight_exponent = naive_weight_exponent  # see naive_error_weights
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.set_trainable(trainable)
@@ -106,7 +155,7 @@ class TSMojoLightningModule(pl.LightningModule):
             parameter.requires_grad = trainable == "all" or name.startswith(("head.", "final_norm.", last_block))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, quantile_loss = batch_loss(self.model, batch)
+        loss, quantile_loss = batch_loss(self.model, batch, naive_weight_exponent=self.naive_weight_exponent)
         size = batch["context"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_quantile_loss", quantile_loss, batch_size=size)

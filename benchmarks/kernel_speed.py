@@ -11,11 +11,11 @@ runs end to end on a machine without a GPU; its times are the interpreter's, nev
 
 Examples::
 
-    python benchmarks/kernels.py                             # realistic shapes, T = 256 .. 8192
-    python benchmarks/kernels.py --lengths 256,1024 --repeats 3
-    TSMOJO_BENCH_DEVICE=cpu python benchmarks/kernels.py     # force the CPU case
-    python benchmarks/kernels.py --device cpu --lengths 64 --batch 2 --triton-interpret
-    python benchmarks/kernels.py --device cpu --ops attention --lengths 20,36,52,68,100,132 --dtype bfloat16
+    python benchmarks/kernel_speed.py                             # realistic shapes, T = 256 .. 8192
+    python benchmarks/kernel_speed.py --lengths 256,1024 --repeats 3
+    TSMOJO_BENCH_DEVICE=cpu python benchmarks/kernel_speed.py     # force the CPU case
+    python benchmarks/kernel_speed.py --device cpu --lengths 64 --batch 2 --triton-interpret
+    python benchmarks/kernel_speed.py --device cpu --ops attention --lengths 20,36,52,68,100,132 --dtype bfloat16
 
 Writes ``benchmarks/results/kernels_<device>.csv`` (device = cuda or cpu).
 """
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> Path:
             del tensors
     handle.close()
     given = sys.argv[1:] if argv is None else argv
-    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/kernels.py", *given])
+    command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/kernel_speed.py", *given])
     if "--device" not in command:
         command += f" --device {device.type}"
     print(f"wrote {out_path}\nreproduce with: {command}")
