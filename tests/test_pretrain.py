@@ -165,34 +165,36 @@ def test_non_finite_weights_stop_the_run_before_anything_is_saved(tmp_path) -> N
     assert not (tmp_path / "model").exists()
 
 
-def test_naive_error_weights_favour_series_seasonal_naive_copies() -> None:
-    from tsmojo.lightning_module import batch_loss, naive_error_weights
+def test_seasonal_copy_weights_favour_series_seasonal_naive_copies() -> None:
+    from tsmojo.lightning_module import batch_loss, seasonal_copy_weights
 
     generator = torch.Generator().manual_seed(0)
     steps = torch.arange(256, dtype=torch.float32)
     cycle = torch.sin(2 * torch.pi * steps / 24)
     periodic = cycle + 0.01 * torch.randn(256, generator=generator)  # seasonal naive copies it
-    noise = torch.randn(256, generator=generator)  # seasonal naive errs as much as the spread
+    noise = torch.randn(256, generator=generator)  # no period to copy
+    walk = torch.randn(256, generator=generator).cumsum(0)  # one-step naive wins: no extra weight
     covariate = torch.randn(256, generator=generator)
-    context = torch.stack([periodic, noise, covariate])
-    future = torch.stack([cycle[:16], torch.randn(16, generator=generator), torch.randn(16, generator=generator)])
+    context = torch.stack([periodic, noise, walk, covariate])
+    future = torch.stack([cycle[:16], *torch.randn(3, 16, generator=generator)])
     batch = {
         "context": context,
         "future": future,
-        "roles": torch.tensor([0, 0, 1]),
-        "group_ids": torch.tensor([0, 1, 1]),
+        "roles": torch.tensor([0, 0, 0, 1]),
+        "group_ids": torch.tensor([0, 1, 2, 2]),
     }
     model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True))
 
-    weights = naive_error_weights(model, batch, exponent=1.0, max_weight=100.0)
-    assert weights[0] > 20 * weights[1]  # the periodic row's naive error is ~1% of the noise row's
-    assert weights[:2].mean() == pytest.approx(1.0)  # normalised over target rows only
-    capped = naive_error_weights(model, batch, exponent=1.0, max_weight=1.5)
+    weights = seasonal_copy_weights(model, batch, exponent=1.0, max_weight=100.0)
+    assert weights[0] > 10 * weights[1]  # one-step error ~0.26, seasonal error ~0.01
+    assert weights[1] == pytest.approx(weights[2].item())  # neither has a cycle to copy
+    assert weights[:3].mean() == pytest.approx(1.0)  # normalised over target rows only
+    capped = seasonal_copy_weights(model, batch, exponent=1.0, max_weight=1.5)
     assert capped[0] == pytest.approx(1.5) and capped[1] == pytest.approx(weights[1].item())
-    torch.testing.assert_close(naive_error_weights(model, batch, 0.0, 10.0), torch.ones(3))
+    torch.testing.assert_close(seasonal_copy_weights(model, batch, 0.0, 10.0), torch.ones(4))
 
     plain, _ = batch_loss(model, batch)
-    favoured, _ = batch_loss(model, batch, naive_weight_exponent=1.0)
+    favoured, _ = batch_loss(model, batch, seasonal_weight_exponent=1.0)
     assert not torch.isclose(plain, favoured)
-    unweighted, _ = batch_loss(model, batch, weighted=False, naive_weight_exponent=1.0)
+    unweighted, _ = batch_loss(model, batch, weighted=False, seasonal_weight_exponent=1.0)
     torch.testing.assert_close(unweighted, plain)

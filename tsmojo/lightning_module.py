@@ -19,8 +19,8 @@ from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
 from tsmojo.seasonality import detect_period
 
-# Below this seasonal-naive error (in scaled units) a row counts as copied exactly: a constant or
-# exactly periodic context would otherwise get an unbounded weight.
+# Below this seasonal-naive error (in scaled units) a row counts as copied exactly: an exactly
+# periodic context would otherwise get an unbounded weight.
 _NAIVE_ERROR_FLOOR = 1e-2
 
 
@@ -37,34 +37,44 @@ class BatchList(torch.utils.data.Dataset):
         return self.batches[index]
 
 
+def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between each step and the step ``lag`` earlier, per row, over
+    the pairs both observed; NaN where a row has none. scaled (B, L) with NaN; lag (B,) >= 1."""
+    steps = torch.arange(scaled.shape[1], device=scaled.device)
+    earlier = torch.gather(scaled, 1, (steps[None] - lag[:, None]).clamp(min=0))
+    difference = (scaled - earlier).abs()
+    paired = ~torch.isnan(difference) & (steps[None] >= lag[:, None])
+    count = paired.sum(-1)
+    total = torch.where(paired, difference, 0.0).sum(-1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+
+
 @torch.no_grad()
-def naive_error_weights(
+def seasonal_copy_weights(
     model: TSMojoModel, batch: dict[str, torch.Tensor], exponent: float, max_weight: float
 ) -> torch.Tensor:
-    """Loss weight of each row (B,): its in-context seasonal-naive error to the power ``-exponent``,
-    normalised to a mean of 1 over the target rows, then capped at ``max_weight``.
+    """Loss weight of each row (B,): how much better copying the last cycle predicts its context
+    than copying the last step, to the power ``exponent``, normalised to a mean of 1 over the
+    target rows, then capped at ``max_weight``.
 
     The training loss is a pinball loss in scaled units, so a near-periodic series, which seasonal
-    naive copies almost exactly, adds almost nothing to it: the model is never pushed to copy a
-    cycle precisely, and loses to seasonal naive there. MASE divides each series' error by that
-    naive error instead; ``exponent=1`` trains towards MASE, ``0`` leaves the loss as it is.
-
-    The naive error is the mean absolute difference between each scaled context step and the step
-    one period earlier (the period the seasonal hint detects, or 1 where it finds none), over the
-    last ``hint_window`` steps, as the row's scaling and the model's scaled units define it.
+    naive copies almost exactly, adds almost nothing to it, and the model loses to seasonal naive
+    on such series. The gain is the one-step naive error over the seasonal-naive error (the period
+    the seasonal hint detects), both over the last ``hint_window`` scaled steps; it counts only
+    above 1, and rows without a detected period count 1. Dividing by the seasonal-naive error
+    alone (the MASE scaling) was tried and also favoured random walks, whose one-step error is
+    small: their forecasts drifted (model card, tsmojo-mini-v8).
     """
     cfg = model.config
     context = batch["context"].float()
     loc, scale = model.scale_stats(context, batch.get("scale_windows"))
     scaled = model.to_model_space(context, loc, scale)[:, -cfg.hint_window :]
-    period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2).clamp(min=1)
-    steps = torch.arange(scaled.shape[1], device=scaled.device)
-    earlier = torch.gather(scaled, 1, (steps[None] - period[:, None]).clamp(min=0))
-    difference = (scaled - earlier).abs()
-    paired = ~torch.isnan(difference) & (steps[None] >= period[:, None])
-    error = torch.where(paired, difference, 0.0).sum(-1) / paired.sum(-1).clamp(min=1)
-    error = torch.where(paired.any(-1), error, torch.ones_like(error))  # no pair: no evidence either way
-    weights = error.clamp(min=_NAIVE_ERROR_FLOOR) ** -exponent
+    period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+    seasonal_error = mean_lag_error(scaled, period.clamp(min=1))
+    step_error = mean_lag_error(scaled, torch.ones_like(period))
+    gain = step_error / seasonal_error.clamp(min=_NAIVE_ERROR_FLOOR)
+    gain = torch.where((period > 0) & torch.isfinite(gain), gain, torch.ones_like(gain))
+    weights = gain.clamp(min=1.0) ** exponent
     targets = batch["roles"] == TARGET
     mean = weights[targets].mean() if bool(targets.any()) else weights.new_tensor(1.0)
     return (weights / mean).clamp(max=max_weight)
@@ -74,17 +84,17 @@ def batch_loss(
     model: TSMojoModel,
     batch: dict[str, torch.Tensor],
     weighted: bool = True,
-    naive_weight_exponent: float = 0.0,
-    max_naive_weight: float = 10.0,
+    seasonal_weight_exponent: float = 0.0,
+    max_seasonal_weight: float = 10.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, quantile loss) of ``model`` on a training batch. With ``weighted``, target rows
     count by the batch's ``target_weights`` where it has them, times their
-    :func:`naive_error_weights` when ``naive_weight_exponent`` is not 0."""
+    :func:`seasonal_copy_weights` when ``seasonal_weight_exponent`` is not 0."""
     future, roles = batch["future"], batch["roles"]
     target_weights = batch.get("target_weights") if weighted else None
-    if weighted and naive_weight_exponent:
-        naive = naive_error_weights(model, batch, naive_weight_exponent, max_naive_weight)
-        target_weights = naive if target_weights is None else target_weights.to(naive.device) * naive
+    if weighted and seasonal_weight_exponent:
+        seasonal = seasonal_copy_weights(model, batch, seasonal_weight_exponent, max_seasonal_weight)
+        target_weights = seasonal if target_weights is None else target_weights.to(seasonal.device) * seasonal
     num_patches = min(model.config.max_output_patches, -(-future.shape[1] // model.config.patch_size))
     known = torch.where((roles == FUTURE_COVARIATE)[:, None], future, torch.full_like(future, float("nan")))
     output = model(
@@ -132,11 +142,11 @@ class TSMojoLightningModule(pl.LightningModule):
         max_steps: int = 100_000,
         min_lr_ratio: float = 0.1,
         trainable: str = "all",
-        naive_weight_exponent: float = 0.0,
+        seasonal_weight_exponent: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
-        self.naive_weight_exponent = naive_weight_exponent  # see naive_error_weights
+        self.seasonal_weight_exponent = seasonal_weight_exponent  # see seasonal_copy_weights
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.set_trainable(trainable)
@@ -155,7 +165,7 @@ class TSMojoLightningModule(pl.LightningModule):
             parameter.requires_grad = trainable == "all" or name.startswith(("head.", "final_norm.", last_block))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, quantile_loss = batch_loss(self.model, batch, naive_weight_exponent=self.naive_weight_exponent)
+        loss, quantile_loss = batch_loss(self.model, batch, seasonal_weight_exponent=self.seasonal_weight_exponent)
         size = batch["context"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_quantile_loss", quantile_loss, batch_size=size)

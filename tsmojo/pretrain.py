@@ -57,9 +57,9 @@ class PretrainConfig:
     # Scale windows (time steps; 0: the whole context) drawn uniformly per group of rows for each
     # training batch, so that one model reads several scalings; None: the model's scale_window.
     scale_windows: list | None = None
-    # Each target row's loss is divided by its in-context seasonal-naive error to this power
-    # (tsmojo.lightning_module.naive_error_weights): 1 trains towards MASE, 0 leaves the loss as is.
-    naive_weight_exponent: float = 0.0
+    # Each target row's loss is weighted by how much better seasonal naive predicts its context
+    # than one-step naive, to this power (tsmojo.lightning_module.seasonal_copy_weights); 0: unweighted.
+    seasonal_weight_exponent: float = 0.0
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 300
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         config.weight_decay,
         config.warmup_steps,
         config.max_steps,
-        naive_weight_exponent=config.naive_weight_exponent,
+        seasonal_weight_exponent=config.seasonal_weight_exponent,
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
