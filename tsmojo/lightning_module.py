@@ -17,7 +17,7 @@ import torch
 
 from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
-from tsmojo.seasonality import detect_period
+from tsmojo.seasonality import seasonal_hint
 
 # Below this seasonal-naive error (in scaled units) a row counts as copied exactly: an exactly
 # periodic context would otherwise get an unbounded weight.
@@ -40,13 +40,7 @@ class BatchList(torch.utils.data.Dataset):
 def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between each step and the step ``lag`` earlier, per row, over
     the pairs both observed; NaN where a row has none. scaled (B, L) with NaN; lag (B,) >= 1."""
-    steps = torch.arange(scaled.shape[1], device=scaled.device)
-    earlier = torch.gather(scaled, 1, (steps[None] - lag[:, None]).clamp(min=0))
-    difference = (scaled - earlier).abs()
-    paired = ~torch.isnan(difference) & (steps[None] >= lag[:, None])
-    count = paired.sum(-1)
-    total = torch.where(paired, difference, 0.0).sum(-1)
-    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+    return torch.nanmean((scaled - seasonal_hint(scaled, lag, horizon=0)).abs(), dim=-1)
 
 
 @torch.no_grad()
@@ -69,7 +63,7 @@ def seasonal_copy_weights(
     context = batch["context"].float()
     loc, scale = model.scale_stats(context, batch.get("scale_windows"))
     scaled = model.to_model_space(context, loc, scale)[:, -cfg.hint_window :]
-    period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+    period = model.seasonal_period(scaled)
     seasonal_error = mean_lag_error(scaled, period.clamp(min=1))
     step_error = mean_lag_error(scaled, torch.ones_like(period))
     gain = step_error / seasonal_error.clamp(min=_NAIVE_ERROR_FLOOR)

@@ -203,13 +203,18 @@ class TSMojoModel(nn.Module):
     def from_model_space(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return loc + scale * torch.sinh(z.clamp(-_MAX_ASINH, _MAX_ASINH))
 
+    def seasonal_period(self, scaled: torch.Tensor) -> torch.Tensor:
+        """The period the seasonal hint copies for each row of ``scaled`` (B, L), 0 where none."""
+        cfg = self.config
+        return detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+
     def hints(self, patches: torch.Tensor, roles: torch.Tensor, layout: GroupLayout, num_future: int) -> Hints:
         """The hints the config enables, as patches (B, N + F, p) in model space, NaN where none."""
         cfg, batch = self.config, patches.shape[0]
         hints = Hints()
         if cfg.seasonal_hint:
             scaled = patches[:, :-num_future].reshape(batch, -1)
-            period = detect_period(scaled, cfg.hint_max_period, cfg.hint_window, min_correlation=0.2)
+            period = self.seasonal_period(scaled)
             hints.seasonal = seasonal_hint(scaled, period, num_future * cfg.patch_size).view_as(patches)
         if cfg.covariate_hint:
             values = patches.reshape(batch, -1)
