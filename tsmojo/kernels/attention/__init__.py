@@ -13,7 +13,7 @@ from .dense import bmojo_attention_dense
 from .fused import bmojo_attention_fused, bmojo_attention_fused_chunked
 from .naive import bmojo_attention_naive
 
-# Longest sequence (in tokens) the PyTorch backend evaluates densely. `benchmarks/kernels.py
+# Longest sequence (in tokens) the PyTorch backend evaluates densely. `benchmarks/kernel_speed.py
 # --ops attention` on one Zen 4 thread, bf16, 4,096 tokens a call, window = chunk = 16: the
 # dense form is 3-8x faster at 20-36 tokens (a context of 512 points is 36 tokens with the
 # output patches), even at 68-100, and 1.6x slower at 132.

@@ -11,7 +11,7 @@ chunks' worth) are gathered into one block, read by one product. Same semantics 
 import torch
 import torch.nn.functional as F
 
-from .naive import NEG
+from .dense import readable_softmax_values
 
 
 def _chunk_major(tensor: torch.Tensor, front: int, num_chunks: int, chunk_size: int) -> torch.Tensor:
@@ -141,8 +141,7 @@ def bmojo_attention_chunked(
 
     ``q`` may hold only the queries at positions ``query_start .. T - 1`` (T = the keys' length):
     chunks before the first query's are skipped, which is how a model's last layer computes just
-    the positions its head reads. Scores are masked and normalised in float32, whose range NEG
-    needs."""
+    the positions its head reads. Softmax statistics stay in float32 (``dense.readable_softmax_values``)."""
     num_queries, out_dtype = q.shape[2], q.dtype
     if num_queries == 0:
         if num_queries != k.shape[2] - query_start:
@@ -153,6 +152,5 @@ def bmojo_attention_chunked(
         q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, query_start
     )
     scores = (queries * scale) @ keys.transpose(-1, -2)  # (c, b, h, q, K)
-    scores = scores.float().masked_fill(~readable, NEG)
-    probs = torch.softmax(scores, dim=-1) * readable.any(-1, keepdim=True)
-    return unchunk(probs.to(values.dtype) @ values, query_start, num_queries).to(out_dtype)
+    out = readable_softmax_values(scores, readable, values)
+    return unchunk(out, query_start, num_queries).to(out_dtype)

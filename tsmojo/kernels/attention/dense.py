@@ -5,13 +5,13 @@ select the window, the fading band and the eidetic memory. For the few dozen tok
 context of a few hundred points this does less work than the chunked form, which pads the keys
 by whole chunks in front and builds its score blocks one key chunk at a time; past about a
 hundred tokens the quadratic cost takes over and ``chunk.py`` is faster (the dispatcher in
-``__init__.py`` picks by length, at the crossover measured by ``benchmarks/kernels.py``).
+``__init__.py`` picks by length, at the crossover measured by ``benchmarks/kernel_speed.py``).
 Same semantics as ``naive.py``; unlike the reference, the products run in the inputs' dtype.
 """
 
 import torch
 
-from .naive import NEG, readable_masks
+from .naive import readable_masks
 
 
 def dense_operands(
@@ -56,13 +56,27 @@ def bmojo_attention_dense(
     """Dense evaluation; see ``naive.bmojo_attention_naive`` for the semantics.
 
     ``q`` holds the queries at positions ``query_start .. T - 1`` (T = the keys' length). Score
-    products run in the inputs' dtype; masking and softmax in float32, whose range NEG needs."""
+    and value products run in the inputs' dtype, softmax statistics in float32
+    (:func:`readable_softmax_values`)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     out_dtype = q.dtype
     q, keys, values, readable = dense_operands(
         q, k, v, k_fade, v_fade, key_valid, memory_index, window, chunk_size, query_start
     )
     scores = (q * scale) @ keys.transpose(-1, -2)
-    scores = scores.float().masked_fill(~readable, NEG)
-    probs = torch.softmax(scores, dim=-1) * readable.any(-1, keepdim=True)
-    return (probs.to(q.dtype) @ values).to(out_dtype)
+    return readable_softmax_values(scores, readable, values).to(out_dtype)
+
+
+def readable_softmax_values(scores: torch.Tensor, readable: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Softmax of ``scores`` (..., q, K) over the keys ``readable`` marks, times ``values``
+    (..., K, d); 0 for a query with no readable key.
+
+    Masking uses the lowest value of the scores' own dtype (float32's overflows bf16), and the
+    softmax takes bf16 scores as they are: its CPU and CUDA kernels keep the maximum and the sum of
+    exponentials in float32 and round only the probabilities, which the value product reads in
+    bf16 anyway. Casting the scores to float32 first gives the same probabilities and costs two
+    copies of the largest tensor of the step and a float32 backward (forward and backward of the
+    chunked attention at 513 tokens took twice as long). A query with no readable key is zeroed
+    on the output, d numbers, instead of on its K probabilities."""
+    probs = torch.softmax(scores.masked_fill(~readable, torch.finfo(scores.dtype).min), dim=-1)
+    return (probs.to(values.dtype) @ values) * readable.any(-1, keepdim=True)
