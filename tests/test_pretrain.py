@@ -198,3 +198,24 @@ def test_seasonal_copy_weights_favour_series_seasonal_naive_copies() -> None:
     assert not torch.isclose(plain, favoured)
     unweighted, _ = batch_loss(model, batch, weighted=False, seasonal_weight_exponent=1.0)
     torch.testing.assert_close(unweighted, plain)
+
+
+def test_lr_scales_train_named_weights_faster_and_reject_unknown_prefixes() -> None:
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True))
+    with torch.no_grad():  # a trained gate, so that its input weights receive gradients
+        model.hint_gate.bias.fill_(0.5)
+    module = TSMojoLightningModule(model, learning_rate=1e-3, warmup_steps=1, lr_scales={"hint_gate.": 20.0})
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert sorted(group["lr"] for group in optimizer.param_groups) == pytest.approx([1e-3, 2e-2])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    t = torch.arange(96, dtype=torch.float32)
+    context = torch.sin(2 * torch.pi * t / 12)[None].repeat(4, 1) + 0.1 * random_walks(4, 96)
+    model(context[:, :-16], future_target=context[:, -16:]).loss.backward()
+    optimizer.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    # AdamW's first step moves every weight with a gradient by about its learning rate
+    assert moved["hint_gate.bias"] == pytest.approx(2e-2, rel=0.05)
+    assert max(v for name, v in moved.items() if not name.startswith("hint_gate.")) < 1.5e-3
+    with pytest.raises(ValueError, match="hint_gat\\."):
+        TSMojoLightningModule(model, lr_scales={"hint_gat.": 20.0})

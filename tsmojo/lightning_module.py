@@ -137,13 +137,16 @@ class TSMojoLightningModule(pl.LightningModule):
         min_lr_ratio: float = 0.1,
         trainable: str = "all",
         seasonal_weight_exponent: float = 0.0,
+        lr_scales: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.seasonal_weight_exponent = seasonal_weight_exponent  # see seasonal_copy_weights
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.lr_scales = dict(lr_scales or {})  # see parameter_groups
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
         self.set_trainable(trainable)
+        self.parameter_groups()  # a prefix that names no trainable weight fails here, not at the first step
         self.save_hyperparameters(ignore=["model"])
         # WQL is a ratio of sums over the whole validation set: the sums are collected per batch
         # and divided once at the end (a mean of per-batch ratios would weight batches wrongly).
@@ -204,9 +207,25 @@ class TSMojoLightningModule(pl.LightningModule):
             self.log("val_wql", wql_from_sums(totals[:num_levels], totals[num_levels].clamp(min=1e-8)))
         self._wql_sums = None
 
+    def parameter_groups(self) -> list[dict]:
+        """The trainable weights as optimizer groups: those whose names start with a prefix of
+        ``lr_scales`` train at the learning rate times its scale, the rest at the learning rate.
+
+        A weight added to a trained model at zero (a hint gate, ``pretrain --init-from``) moves
+        about one learning rate per step under AdamW; at a continuation's low rate it would stay
+        near zero for thousands of steps while the trained weights around it barely change."""
+        named = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        for prefix in self.lr_scales:
+            if not any(name.startswith(prefix) for name, _ in named):
+                raise ValueError(f"lr_scales: no trainable weight's name starts with {prefix!r}")
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, parameter in named:
+            scale = next((s for prefix, s in self.lr_scales.items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(scale, []).append(parameter)
+        return [{"params": params, "lr": self.learning_rate * scale} for scale, params in groups.items()]
+
     def configure_optimizers(self):
-        parameters = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.learning_rate, weight_decay=self.weight_decay)
 
         def schedule(step: int) -> float:
             if step < self.warmup_steps:

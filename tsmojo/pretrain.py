@@ -61,6 +61,9 @@ class PretrainConfig:
     # than one-step naive, to this power (tsmojo.lightning_module.seasonal_copy_weights); 0: unweighted.
     seasonal_weight_exponent: float = 0.0
     learning_rate: float = 1e-3
+    # Learning-rate multipliers by weight-name prefix, e.g. {"hint_gate.": 20.0} for a gate that
+    # --init-from adds at zero (TSMojoLightningModule.parameter_groups).
+    lr_scales: dict = field(default_factory=dict)
     weight_decay: float = 0.01
     warmup_steps: int = 300
     max_steps: int = 6000
@@ -338,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         config.warmup_steps,
         config.max_steps,
         seasonal_weight_exponent=config.seasonal_weight_exponent,
+        lr_scales=config.lr_scales,
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
