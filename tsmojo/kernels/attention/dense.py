@@ -76,7 +76,7 @@ def readable_softmax_values(scores: torch.Tensor, readable: torch.Tensor, values
     exponentials in float32 and round only the probabilities, which the value product reads in
     bf16 anyway. Casting the scores to float32 first gives the same probabilities and costs two
     copies of the largest tensor of the step and a float32 backward (forward and backward of the
-    chunked attention at 513 tokens took twice as long). A query with no readable key is zeroed
-    on the output, d numbers, instead of on its K probabilities."""
+    chunked attention at 513 tokens took about 1.6x as long, docs/precision.md). A query with no
+    readable key is zeroed on the output, d numbers, instead of on its K probabilities."""
     probs = torch.softmax(scores.masked_fill(~readable, torch.finfo(scores.dtype).min), dim=-1)
     return (probs.to(values.dtype) @ values) * readable.any(-1, keepdim=True)
