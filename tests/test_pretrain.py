@@ -219,3 +219,78 @@ def test_lr_scales_train_named_weights_faster_and_reject_unknown_prefixes() -> N
     assert max(v for name, v in moved.items() if not name.startswith("hint_gate.")) < 1.5e-3
     with pytest.raises(ValueError, match="hint_gat\\."):
         TSMojoLightningModule(model, lr_scales={"hint_gat.": 20.0})
+
+
+def test_trainable_hint_gate_trains_the_gate_alone() -> None:
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True))
+    module = TSMojoLightningModule(model, learning_rate=1e-2, warmup_steps=1, trainable="hint_gate")
+    optimizer = module.configure_optimizers()["optimizer"]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    t = torch.arange(112, dtype=torch.float32)
+    context = torch.sin(2 * torch.pi * t / 12)[None].repeat(4, 1) + 0.1 * random_walks(4, 112)
+    model(context[:, :-16], future_target=context[:, -16:]).loss.backward()
+    optimizer.step()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert moved == {"hint_gate.weight", "hint_gate.bias"}
+    with pytest.raises(ValueError, match="hint_shortcut"):
+        TSMojoLightningModule(TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True)), trainable="hint_gate")
+    with pytest.raises(ValueError, match="trainable"):
+        TSMojoLightningModule(model, trainable="gate")
+
+
+def test_ema_decay_validates_and_exports_the_moving_average(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = TSMojoModel(TSMojoConfig.tiny())
+    module = TSMojoLightningModule(model, learning_rate=1e-2, warmup_steps=1, ema_decay=0.5)
+    optimizer = module.configure_optimizers()["optimizer"]
+    context = random_walks(4, 112)
+    expected = None
+    for step in range(4):
+        optimizer.zero_grad()
+        model(context[:, :-16], future_target=context[:, -16:]).loss.backward()
+        optimizer.step()
+        module.on_train_batch_end(None, None, step)
+        current = model.embed.out.weight.detach().clone()
+        # the first update copies; then the decay ramps as (1 + n) / (10 + n), capped at 0.5
+        decay = min(0.5, (1 + step) / (10 + step))
+        expected = current if expected is None else decay * expected + (1 - decay) * current
+    averaged = module.averaged_model.embed.out.weight
+    torch.testing.assert_close(averaged, expected)
+    assert not torch.allclose(averaged, model.embed.out.weight)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TSMojoLightningModule(model, ema_decay=1.0)
+
+    config, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    config.write_text("ema_decay: 0.5\n")
+    for steps, resume in (("4", ()), ("6", ("--resume",))):
+        result = run("--tiny", "--config", str(config), "--max-steps", steps, "--run-dir", str(run_dir), *resume)
+        assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    exported = TSMojoModel.from_pretrained(run_dir / "model").state_dict()
+    torch.testing.assert_close(exported["embed.out.weight"], state["ema.module.embed.out.weight"])
+    assert not torch.allclose(exported["embed.out.weight"], state["model.embed.out.weight"])
+    assert int(state["ema.n_averaged"]) == 6  # the average went on across the resume
+
+
+def test_a_compacted_checkpoint_resumes(tmp_path) -> None:
+    config, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    config.write_text("ema_decay: 0.9\n")
+    first = run("--tiny", "--config", str(config), "--max-steps", "4", "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    full = torch.load(last, map_location="cpu", weights_only=False)
+    compacted = run("--compact", "--run-dir", str(run_dir))
+    assert compacted.returncode == 0 and "compacted" in compacted.stdout, compacted.stderr[-3000:]
+    small = torch.load(last, map_location="cpu", weights_only=False)
+    moments = next(iter(small["optimizer_states"][0]["state"].values()))
+    assert moments["exp_avg"].dtype == torch.bfloat16
+    assert small["state_dict"]["ema.module.embed.out.weight"].dtype == torch.bfloat16
+    for name, weight in full["state_dict"].items():  # the trained weights are kept exactly
+        if name.startswith("model."):
+            assert torch.equal(small["state_dict"][name], weight)
+    second = run("--tiny", "--config", str(config), "--max-steps", "6", "--run-dir", str(run_dir), "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 6
+    missing = run("--compact", "--run-dir", str(tmp_path / "none"))
+    assert missing.returncode != 0 and "no checkpoint" in missing.stderr

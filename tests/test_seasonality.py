@@ -10,7 +10,7 @@ from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
 from tsmojo.layers import GroupLayout
 from tsmojo.model import values_and_presence
-from tsmojo.seasonality import detect_period, seasonal_hint
+from tsmojo.seasonality import detect_period, seasonal_fit, seasonal_hint
 
 
 def rows(length: int = 1000, seed: int = 0) -> torch.Tensor:
@@ -92,22 +92,25 @@ def test_the_hint_carries_the_cycle_into_the_forecast_tokens(period):
     assert not torch.allclose(a, b)
 
 
-def test_an_open_shortcut_with_a_silent_head_forecasts_the_seasonal_naive():
-    # The shortcut adds the hint itself to the forecast: with the gate fully open and the head
-    # emitting nothing, every quantile is the last cycle repeated, exactly.
+def test_an_open_shortcut_centres_the_forecast_on_the_seasonal_naive_and_keeps_the_spread():
+    # A gate of 1 moves every quantile by the distance from the head's median to the hint: the
+    # median becomes the last cycle repeated, exactly, whatever the (random, untrained) head
+    # draws, and the distances between quantiles stay the head's.
     torch.manual_seed(0)
     model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True)).eval()
-    for layer in (model.head.out, model.head.skip):
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
-    torch.nn.init.ones_(model.hint_gate.bias)
-    period, horizon = 24, 16
-    t = torch.arange(480.0)
+    period, t = 24, torch.arange(480.0)
     context = (10 + 3 * torch.sin(2 * torch.pi * t / period) + torch.cos(4 * torch.pi * t / period))[None]
-    forecast = model.forecast(context, horizon)
-    seasonal_naive = context[0, -period:][torch.arange(horizon) % period]
-    for level in range(forecast.shape[-1]):
-        torch.testing.assert_close(forecast[0, :, level], seasonal_naive, rtol=1e-4, atol=1e-4)
+    closed = model(context).quantiles  # (1, horizon, levels), before forecast() sorts the levels
+    torch.nn.init.ones_(model.hint_gate.bias)
+    opened = model(context).quantiles
+    seasonal_naive = context[0, -period:][torch.arange(opened.shape[1]) % period]
+    median = model.median_index
+    assert not torch.allclose(closed[0, :, median], seasonal_naive, atol=0.1)
+    torch.testing.assert_close(opened[0, :, median], seasonal_naive, rtol=1e-4, atol=1e-4)
+    loc, scale = model.scale_stats(context)  # the spread is kept where the head draws it: in model space
+    spreads = [model.to_model_space(q, loc[..., None], scale[..., None]) for q in (closed, opened)]
+    spreads = [z - z[..., median : median + 1] for z in spreads]
+    torch.testing.assert_close(*spreads, rtol=1e-4, atol=1e-4)
 
 
 def test_a_closed_shortcut_leaves_the_forecast_unchanged_and_learns():
@@ -126,3 +129,14 @@ def test_a_closed_shortcut_leaves_the_forecast_unchanged_and_learns():
 def test_a_shortcut_needs_a_hint():
     with pytest.raises(ValueError, match="hint_shortcut"):
         TSMojoConfig.tiny(seasonal_hint=False, covariate_hint=False, hint_shortcut=True)
+
+
+def test_seasonal_fit_tells_a_clean_cycle_from_one_a_second_cycle_spoils():
+    x = rows()
+    period = detect_period(x, 1024, 4096, 0.2)
+    gain, seasonal_error = seasonal_fit(x, period)
+    # a daily cycle with little noise: copying yesterday beats copying the last hour 3x
+    assert gain[0] > 2 and seasonal_error[0] < 0.1
+    # the weekly cycle under the daily one makes copying yesterday worse than the last hour
+    assert gain[4] < 1
+    assert torch.isnan(gain[1:3]).all() and torch.isnan(seasonal_error[1:3]).all()  # no period

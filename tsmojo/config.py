@@ -60,7 +60,7 @@ class TSMojoConfig:
     # Feed each target row whose group holds known-future covariates a ridge regression of its
     # values on them, fitted over the last `hint_window` steps (tsmojo.covariate_hint).
     covariate_hint: bool = False
-    # Add each enabled hint's future values to the forecast through a gate read from the future
+    # Move the forecast toward each enabled hint's future values by a gate read from the future
     # tokens (TSMojoModel.hint_shortcut), so that copying a cycle or a regression is exact.
     hint_shortcut: bool = False
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits

@@ -14,14 +14,11 @@ import math
 
 import lightning.pytorch as pl
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
-from tsmojo.seasonality import seasonal_hint
-
-# Below this seasonal-naive error (in scaled units) a row counts as copied exactly: an exactly
-# periodic context would otherwise get an unbounded weight.
-_NAIVE_ERROR_FLOOR = 1e-2
+from tsmojo.seasonality import seasonal_fit
 
 
 class BatchList(torch.utils.data.Dataset):
@@ -35,12 +32,6 @@ class BatchList(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.batches[index]
-
-
-def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between each step and the step ``lag`` earlier, per row, over
-    the pairs both observed; NaN where a row has none. scaled (B, L) with NaN; lag (B,) >= 1."""
-    return torch.nanmean((scaled - seasonal_hint(scaled, lag, horizon=0)).abs(), dim=-1)
 
 
 @torch.no_grad()
@@ -63,11 +54,8 @@ def seasonal_copy_weights(
     context = batch["context"].float()
     loc, scale = model.scale_stats(context, batch.get("scale_windows"))
     scaled = model.to_model_space(context, loc, scale)[:, -cfg.hint_window :]
-    period = model.seasonal_period(scaled)
-    seasonal_error = mean_lag_error(scaled, period.clamp(min=1))
-    step_error = mean_lag_error(scaled, torch.ones_like(period))
-    gain = step_error / seasonal_error.clamp(min=_NAIVE_ERROR_FLOOR)
-    gain = torch.where((period > 0) & torch.isfinite(gain), gain, torch.ones_like(gain))
+    gain, _ = seasonal_fit(scaled, model.seasonal_period(scaled))
+    gain = torch.where(torch.isfinite(gain), gain, torch.ones_like(gain))
     weights = gain.clamp(min=1.0) ** exponent
     targets = batch["roles"] == TARGET
     mean = weights[targets].mean() if bool(targets.any()) else weights.new_tensor(1.0)
@@ -138,9 +126,20 @@ class TSMojoLightningModule(pl.LightningModule):
         trainable: str = "all",
         seasonal_weight_exponent: float = 0.0,
         lr_scales: dict[str, float] | None = None,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
+        # A moving average of the weights, validated and exported in their place (see
+        # averaged_model): one run's exports five minutes apart moved the 12-dataset MASE by up to
+        # 0.02, more than the differences between the candidates compared on it.
+        self.ema_decay = ema_decay
+        self.ema: AveragedModel | None = None
+        if ema_decay > 0:
+            if not ema_decay < 1:
+                raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+            self.ema = AveragedModel(model, avg_fn=self.ema_step, use_buffers=False)
+            self.ema.requires_grad_(False)
         self.seasonal_weight_exponent = seasonal_weight_exponent  # see seasonal_copy_weights
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.lr_scales = dict(lr_scales or {})  # see parameter_groups
@@ -154,12 +153,33 @@ class TSMojoLightningModule(pl.LightningModule):
         self.skipped_steps = 0  # optimizer steps skipped for non-finite gradients, this run
 
     def set_trainable(self, trainable: str) -> None:
-        """``all``: every weight; ``head``: the quantile head and the last block only."""
-        if trainable not in ("all", "head"):
-            raise ValueError(f"trainable must be 'all' or 'head', got {trainable!r}")
+        """``all``: every weight; ``head``: the quantile head and the last block only;
+        ``hint_gate``: the hint shortcut's gate only (``TSMojoConfig.hint_shortcut``), which
+        teaches a trained model when to copy its hints without moving anything it learned."""
+        last_block = f"blocks.{len(self.model.blocks) - 1}."
+        prefixes = {"all": ("",), "head": ("head.", "final_norm.", last_block), "hint_gate": ("hint_gate.",)}
+        if trainable not in prefixes:
+            raise ValueError(f"trainable must be one of {sorted(prefixes)}, got {trainable!r}")
+        if trainable == "hint_gate" and not self.model.config.hint_shortcut:
+            raise ValueError("trainable='hint_gate' needs a model with hint_shortcut enabled")
         for name, parameter in self.model.named_parameters():
-            last_block = f"blocks.{len(self.model.blocks) - 1}."
-            parameter.requires_grad = trainable == "all" or name.startswith(("head.", "final_norm.", last_block))
+            parameter.requires_grad = name.startswith(prefixes[trainable])
+
+    def ema_step(self, averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor | int) -> torch.Tensor:
+        """One update of a moving-average weight. The decay ramps up as (1 + n) / (10 + n) to
+        ``ema_decay``, so that the average of a run from scratch soon forgets its random start."""
+        decay = min(self.ema_decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+        return averaged + (1.0 - decay) * (current - averaged)
+
+    @property
+    def averaged_model(self) -> TSMojoModel:
+        """The model that validation scores and pretraining exports: the moving average of the
+        weights when ``ema_decay`` > 0, else the trained weights themselves."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, quantile_loss = batch_loss(self.model, batch, seasonal_weight_exponent=self.seasonal_weight_exponent)
@@ -187,13 +207,13 @@ class TSMojoLightningModule(pl.LightningModule):
         """Batches without a ``case`` log ``val_loss`` and add to ``val_wql`` (logged when the
         validation ends); a batch of a named validation case logs ``val_loss/<case>``."""
         # Unweighted, so that validation losses compare across runs with other loss weights.
-        _, quantile_loss = batch_loss(self.model, batch, weighted=False)
+        _, quantile_loss = batch_loss(self.averaged_model, batch, weighted=False)
         size = batch["context"].shape[0]
         if "case" in batch:
             self.log(f"val_loss/{batch['case']}", quantile_loss, batch_size=size, sync_dist=True)
             return
         self.log("val_loss", quantile_loss, prog_bar=True, batch_size=size, sync_dist=True)
-        sums = validation_wql_sums(self.model, batch)
+        sums = validation_wql_sums(self.averaged_model, batch)
         self._wql_sums = sums if self._wql_sums is None else self._wql_sums + sums
 
     def on_validation_epoch_end(self) -> None:

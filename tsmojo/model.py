@@ -156,6 +156,12 @@ class TSMojoModel(nn.Module):
         self.head = ResidualMLP(d, config.d_ff, p * len(config.quantiles))
         self.register_buffer("quantile_levels", torch.tensor(config.quantiles), persistent=False)
 
+    @property
+    def median_index(self) -> int:
+        """Position of the quantile level nearest 0.5 in ``config.quantiles``."""
+        levels = self.config.quantiles
+        return min(range(len(levels)), key=lambda i: abs(levels[i] - 0.5))
+
     # -- scaling ---------------------------------------------------------------------------
     def scale_stats(
         self, context: torch.Tensor, scale_windows: torch.Tensor | None = None
@@ -223,21 +229,26 @@ class TSMojoModel(nn.Module):
             hints.covariate = fitted.view_as(patches)
         return hints
 
-    def hint_shortcut(self, x: torch.Tensor, hints: Hints) -> torch.Tensor:
-        """Gated hint values added straight to the forecast, (B, F * p), in model space.
+    def hint_shortcut(self, x: torch.Tensor, hints: Hints, prediction: torch.Tensor) -> torch.Tensor:
+        """``prediction`` (B, F * p, Q) moved toward the hints by gates read from the future tokens.
 
         Through the embedding, a hint must survive every block and the head to reach the
         output, and a 2M-parameter model redraws a copied cycle only approximately (it lost to
-        seasonal naive on near-periodic hourly series). The gate, read from each future token,
-        lets the forecast be "this hint, plus a correction" per step instead.
+        seasonal naive on near-periodic hourly series). Each gate moves every quantile by its
+        share of the distance from the forecast's median to a hint, per step: at 1 the median is
+        the hint exactly and the spread is the head's; at 0 the forecast is the head's alone.
+        The distance, not the hint itself, is what the gate scales, so that a gate trained on a
+        frozen model (``trainable="hint_gate"``) can copy a cycle without undoing the head.
 
         x: (B, F, d) future tokens after the last block.
         """
         batch, num_future, p = x.shape[0], x.shape[1], self.config.patch_size
         gates = self.hint_gate(x).view(batch, num_future, -1, p)
         future_hints = torch.stack([h[:, -num_future:] for h in hints.enabled()], dim=2)  # (B, F, kinds, p)
-        shortcut = (gates * torch.nan_to_num(future_hints, nan=0.0)).sum(2)
-        return shortcut.reshape(batch, num_future * p)
+        median = prediction[..., self.median_index].view(batch, num_future, 1, p)
+        distance = torch.nan_to_num(future_hints - median, nan=0.0)  # no hint: no move
+        shift = (gates * distance).sum(2).reshape(batch, num_future * p)
+        return prediction + shift[..., None]
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -286,7 +297,7 @@ class TSMojoModel(nn.Module):
             x = self.final_norm(x.float())
             prediction = self.head(x).view(batch, num_future * cfg.patch_size, -1)
             if cfg.hint_shortcut:
-                prediction = prediction + self.hint_shortcut(x, hints)[..., None]
+                prediction = self.hint_shortcut(x, hints, prediction)
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
         if future_target is not None:
@@ -461,7 +472,6 @@ class TSMojoModel(nn.Module):
     ) -> torch.Tensor:
         """One pass of :meth:`forecast`: the head's reach at a time, unrolled on the median."""
         cfg = self.config
-        median_index = min(range(len(cfg.quantiles)), key=lambda i: abs(cfg.quantiles[i] - 0.5))
         pieces = []
         done = 0
         while done < prediction_length:
@@ -474,7 +484,7 @@ class TSMojoModel(nn.Module):
             pieces.append(quantiles)
             done += step
             if done < prediction_length:
-                appended = quantiles[..., median_index]
+                appended = quantiles[..., self.median_index]
                 if window is not None:
                     known = (roles == FUTURE_COVARIATE)[:, None]
                     appended = torch.where(known, window[:, :step], appended)

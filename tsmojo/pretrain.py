@@ -64,6 +64,12 @@ class PretrainConfig:
     # Learning-rate multipliers by weight-name prefix, e.g. {"hint_gate.": 20.0} for a gate that
     # --init-from adds at zero (TSMojoLightningModule.parameter_groups).
     lr_scales: dict = field(default_factory=dict)
+    # Which weights train (TSMojoLightningModule.set_trainable): "all", "head" (the quantile head
+    # and the last block) or "hint_gate" (the hint shortcut's gate alone, on a frozen model).
+    trainable: str = "all"
+    # Decay of the moving average of the weights that validation scores and exports hold
+    # (TSMojoLightningModule.averaged_model); 0: no average, the trained weights themselves.
+    ema_decay: float = 0.0
     weight_decay: float = 0.01
     warmup_steps: int = 300
     max_steps: int = 6000
@@ -223,7 +229,7 @@ class ThroughputAndExport(pl.Callback):
         self.last_export = time.time()
         if not trainer.is_global_zero:
             return
-        module.model.save_pretrained(self.export_dir)
+        module.averaged_model.save_pretrained(self.export_dir)
         elapsed = time.time() - self.start
         summary = dict(self.summary)
         summary["steps"] = summary.get("steps_before", 0) + int(trainer.global_step)
@@ -274,12 +280,47 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node; >1 runs DDP")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes of a multi-node DDP run (torchrun, SLURM)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="rewrite RUN_DIR/checkpoints/last.ckpt smaller (optimizer moments and weight average in bf16) and exit",
+    )
     parser.add_argument("--tiny", action="store_true", help="a tiny model and batches, for smoke tests")
     return parser
 
 
+def compact_checkpoint(path: Path) -> tuple[int, int]:
+    """Rewrites the Lightning checkpoint at ``path`` with AdamW's moments and the moving average of
+    the weights in bfloat16; returns its size in bytes before and after.
+
+    This is the state a run spanning several sessions commits between them: the trained weights
+    stay float32, and ``--resume`` reads the rest back as float32 (the optimizer and the average
+    cast what they load to their weights' dtype), so a resumed run loses one bf16 rounding of
+    its moments and average, once."""
+    before = path.stat().st_size
+    state = torch.load(path, map_location="cpu", weights_only=False)
+
+    def to_bf16(value):
+        return value.to(torch.bfloat16) if torch.is_tensor(value) and value.dtype == torch.float32 else value
+
+    for optimizer in state.get("optimizer_states", []):
+        for moments in optimizer["state"].values():
+            moments.update({k: v if k == "step" else to_bf16(v) for k, v in moments.items()})
+    weights = state["state_dict"]
+    weights.update({k: to_bf16(v) for k, v in weights.items() if k.startswith("ema.module.")})
+    torch.save(state, path)
+    return before, path.stat().st_size
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.compact:
+        last = args.run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise SystemExit(f"--compact: no checkpoint at {last}")
+        before, after = compact_checkpoint(last)
+        print(f"pretrain: {last} compacted, {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+        return 0
     if args.init_from and args.resume:
         raise SystemExit("--init-from starts a new schedule and --resume continues one: pass only one")
     config = PretrainConfig.from_yaml(args.config) if args.config else PretrainConfig()
@@ -340,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         config.weight_decay,
         config.warmup_steps,
         config.max_steps,
+        trainable=config.trainable,
         seasonal_weight_exponent=config.seasonal_weight_exponent,
         lr_scales=config.lr_scales,
+        ema_decay=config.ema_decay,
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []

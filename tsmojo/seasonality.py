@@ -73,3 +73,28 @@ def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> t
     valid = (period[:, None] > 0) & (source >= 0)
     values = torch.gather(scaled, 1, source.clamp(min=0, max=length - 1))
     return torch.where(valid, values, torch.full_like(values, float("nan")))
+
+
+# Below this error (in scaled units) a cycle counts as copied exactly: an exactly periodic
+# context would otherwise have an unbounded gain.
+NAIVE_ERROR_FLOOR = 1e-2
+
+
+def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between each step and the step ``lag`` earlier, per row, over
+    the pairs both observed; NaN where a row has none. scaled (B, L) with NaN; lag (B,) >= 1."""
+    return torch.nanmean((scaled - seasonal_hint(scaled, lag, horizon=0)).abs(), dim=-1)
+
+
+def seasonal_fit(scaled: torch.Tensor, period: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well copying the last cycle predicts a context, per row: (gain, seasonal error), (B,)
+    each. The gain is the one-step-naive error over the seasonal-naive error, both mean absolute
+    over the context's observed pairs, the latter floored at ``NAIVE_ERROR_FLOOR``; above 1,
+    copying a cycle beats copying the last step. NaN where a row has no period (0) or no pair.
+
+    scaled: (B, L) with NaN; period: (B,) int64, as :func:`detect_period` returns it.
+    """
+    seasonal_error = mean_lag_error(scaled, period.clamp(min=1))
+    seasonal_error = torch.where(period > 0, seasonal_error, torch.full_like(seasonal_error, float("nan")))
+    step_error = mean_lag_error(scaled, torch.ones_like(period))
+    return step_error / seasonal_error.clamp(min=NAIVE_ERROR_FLOOR), seasonal_error
