@@ -9,7 +9,7 @@ import torch
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
 from tsmojo.layers import GroupLayout
-from tsmojo.model import values_and_presence
+from tsmojo.model import GATE_FEATURES, hint_fit_features, values_and_presence
 from tsmojo.seasonality import detect_period, seasonal_fit, seasonal_hint
 
 
@@ -140,3 +140,6 @@ def test_seasonal_fit_tells_a_clean_cycle_from_one_a_second_cycle_spoils():
     # the weekly cycle under the daily one makes copying yesterday worse than the last hour
     assert gain[4] < 1
     assert torch.isnan(gain[1:3]).all() and torch.isnan(seasonal_error[1:3]).all()  # no period
+    features = hint_fit_features(x, period)
+    assert features.shape == (5, GATE_FEATURES) and torch.isfinite(features).all()
+    assert (features[1:3] == 0).all() and features[0, 0] > 0 > features[4, 0]

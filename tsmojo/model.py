@@ -15,7 +15,7 @@ from tsmojo.config import TSMojoConfig
 from tsmojo.covariate_hint import covariate_regression
 from tsmojo.layers import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
 from tsmojo.metrics import pinball_loss
-from tsmojo.seasonality import detect_period, seasonal_hint
+from tsmojo.seasonality import NAIVE_ERROR_FLOOR, detect_period, seasonal_fit, seasonal_hint
 
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
 # Default pass size on CPU. tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k
@@ -77,9 +77,26 @@ class Hints:
 
     seasonal: torch.Tensor | None = None  # the value one detected period earlier (tsmojo.seasonality)
     covariate: torch.Tensor | None = None  # the regression on known-future covariates (tsmojo.covariate_hint)
+    # (B, GATE_FEATURES): how well the seasonal hint fits the context (hint_fit_features); None
+    # where the config has no seasonal hint or no shortcut to gate.
+    fit: torch.Tensor | None = None
 
     def enabled(self) -> list[torch.Tensor]:
         return [h for h in (self.seasonal, self.covariate) if h is not None]
+
+
+GATE_FEATURES = 2
+
+
+def hint_fit_features(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """(B, GATE_FEATURES) for the hint gate: the log gain of copying the last cycle over copying
+    the last step on the context, and the log seasonal-naive error (tsmojo.seasonality.seasonal_fit);
+    0 where a row has no period. The gate reads them beside the future tokens: whether a copied
+    cycle will beat the head is a property of the whole context that a small model's last layer
+    does not reliably carry."""
+    gain, seasonal_error = seasonal_fit(scaled, period)
+    features = torch.stack([gain.log(), seasonal_error.clamp(min=NAIVE_ERROR_FLOOR).log()], dim=-1)
+    return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def values_and_presence(patches: torch.Tensor) -> torch.Tensor:
@@ -148,7 +165,7 @@ class TSMojoModel(nn.Module):
             self.covariate_hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
         if config.hint_shortcut:
             # Zero at first as well: a trained model keeps its forecasts until training opens it.
-            self.hint_gate = nn.Linear(d, p * (int(config.seasonal_hint) + int(config.covariate_hint)))
+            self.hint_gate = nn.Linear(d + GATE_FEATURES, p * (int(config.seasonal_hint) + int(config.covariate_hint)))
             nn.init.zeros_(self.hint_gate.weight)
             nn.init.zeros_(self.hint_gate.bias)
         self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
@@ -222,6 +239,8 @@ class TSMojoModel(nn.Module):
             scaled = patches[:, :-num_future].reshape(batch, -1)
             period = self.seasonal_period(scaled)
             hints.seasonal = seasonal_hint(scaled, period, num_future * cfg.patch_size).view_as(patches)
+            if cfg.hint_shortcut:
+                hints.fit = hint_fit_features(scaled[:, -cfg.hint_window :], period)
         if cfg.covariate_hint:
             values = patches.reshape(batch, -1)
             context_steps = values.shape[1] - num_future * cfg.patch_size
@@ -240,10 +259,12 @@ class TSMojoModel(nn.Module):
         The distance, not the hint itself, is what the gate scales, so that a gate trained on a
         frozen model (``trainable="hint_gate"``) can copy a cycle without undoing the head.
 
-        x: (B, F, d) future tokens after the last block.
+        x: (B, F, d) future tokens after the last block; the gate also reads ``hints.fit``.
         """
         batch, num_future, p = x.shape[0], x.shape[1], self.config.patch_size
-        gates = self.hint_gate(x).view(batch, num_future, -1, p)
+        fit = hints.fit if hints.fit is not None else x.new_zeros(batch, GATE_FEATURES)
+        gates = self.hint_gate(torch.cat([x, fit[:, None].expand(-1, num_future, -1)], dim=-1))
+        gates = gates.view(batch, num_future, -1, p)
         future_hints = torch.stack([h[:, -num_future:] for h in hints.enabled()], dim=2)  # (B, F, kinds, p)
         median = prediction[..., self.median_index].view(batch, num_future, 1, p)
         distance = torch.nan_to_num(future_hints - median, nan=0.0)  # no hint: no move
