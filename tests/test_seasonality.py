@@ -143,3 +143,4 @@ def test_seasonal_fit_tells_a_clean_cycle_from_one_a_second_cycle_spoils():
     features = hint_fit_features(x, period)
     assert features.shape == (5, GATE_FEATURES) and torch.isfinite(features).all()
     assert (features[1:3] == 0).all() and features[0, 0] > 0 > features[4, 0]
+    torch.testing.assert_close(features[:, 0], torch.nan_to_num(gain.log(), nan=0.0))
