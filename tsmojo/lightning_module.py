@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from tsmojo.metrics import quantile_loss_sums, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
-from tsmojo.seasonality import seasonal_fit
+from tsmojo.seasonality import seasonal_gain
 
 
 class BatchList(torch.utils.data.Dataset):
@@ -54,7 +54,7 @@ def seasonal_copy_weights(
     context = batch["context"].float()
     loc, scale = model.scale_stats(context, batch.get("scale_windows"))
     scaled = model.to_model_space(context, loc, scale)[:, -cfg.hint_window :]
-    gain, _ = seasonal_fit(scaled, model.seasonal_period(scaled))
+    gain = seasonal_gain(scaled, model.seasonal_period(scaled))
     gain = torch.where(torch.isfinite(gain), gain, torch.ones_like(gain))
     weights = gain.clamp(min=1.0) ** exponent
     targets = batch["roles"] == TARGET

@@ -15,7 +15,7 @@ from tsmojo.config import TSMojoConfig
 from tsmojo.covariate_hint import covariate_regression
 from tsmojo.layers import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
 from tsmojo.metrics import pinball_loss
-from tsmojo.seasonality import detect_period, seasonal_fit, seasonal_hint
+from tsmojo.seasonality import detect_period, seasonal_gain, seasonal_hint
 
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
 # Default pass size on CPU. tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k
@@ -90,15 +90,14 @@ GATE_FEATURES = 1
 
 def hint_fit_features(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     """(B, GATE_FEATURES) for the hint gate: the log gain of copying the last cycle over copying
-    the last step on the context (tsmojo.seasonality.seasonal_fit); 0 where a row has no period.
+    the last step on the context (tsmojo.seasonality.seasonal_gain); 0 where a row has no period.
 
     Whether a copied cycle will beat the head is a property of the whole context that a small
     model's last layer does not reliably carry. The gain is scale-free on purpose: a gate that
     also read the seasonal-naive error itself learnt "small error: copy", which smooth trending
     series (a short detected period, copied a few steps late) also satisfy, and it lost 25% on
     fred_md and 9% on m4_weekly (tsmojo/recipes/mini_v11_fit.yaml)."""
-    gain, _ = seasonal_fit(scaled, period)
-    return torch.nan_to_num(gain.log()[:, None], nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.nan_to_num(seasonal_gain(scaled, period).log()[:, None], nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def values_and_presence(patches: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,7 @@ def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> t
 
 # Below this error (in scaled units) a cycle counts as copied exactly: an exactly periodic
 # context would otherwise have an unbounded gain.
-NAIVE_ERROR_FLOOR = 1e-2
+_NAIVE_ERROR_FLOOR = 1e-2
 
 
 def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
@@ -86,15 +86,15 @@ def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
     return torch.nanmean((scaled - seasonal_hint(scaled, lag, horizon=0)).abs(), dim=-1)
 
 
-def seasonal_fit(scaled: torch.Tensor, period: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """How well copying the last cycle predicts a context, per row: (gain, seasonal error), (B,)
-    each. The gain is the one-step-naive error over the seasonal-naive error, both mean absolute
-    over the context's observed pairs, the latter floored at ``NAIVE_ERROR_FLOOR``; above 1,
-    copying a cycle beats copying the last step. NaN where a row has no period (0) or no pair.
+def seasonal_gain(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """How much better copying the last cycle predicts a context than copying the last step, per
+    row (B,): the one-step-naive error over the seasonal-naive error, both mean absolute over the
+    context's observed pairs, the latter floored at 1e-2 (an exact copy would be unbounded);
+    above 1, copying a cycle pays. NaN where a row has no period (0) or no pair.
 
     scaled: (B, L) with NaN; period: (B,) int64, as :func:`detect_period` returns it.
     """
     seasonal_error = mean_lag_error(scaled, period.clamp(min=1))
     seasonal_error = torch.where(period > 0, seasonal_error, torch.full_like(seasonal_error, float("nan")))
     step_error = mean_lag_error(scaled, torch.ones_like(period))
-    return step_error / seasonal_error.clamp(min=NAIVE_ERROR_FLOOR), seasonal_error
+    return step_error / seasonal_error.clamp(min=_NAIVE_ERROR_FLOOR)
