@@ -1,6 +1,6 @@
 """Held-out synthetic validation of model directories on the batches a pretraining recipe logs.
 
-    python benchmarks/synthetic_validation.py tsmojo-mini tsmojo-mini-v2 [--recipe tsmojo/recipes/mini_v2.yaml]
+    python benchmarks/synthetic_validation.py tsmojo-mini tsmojo-mini-v8 [--recipe tsmojo/recipes/mini_v2.yaml]
 
 Builds the recipe's validation batches (``tsmojo.pretrain.validation_batches``: the training mix
 at context 512, then one batch per validation case) with the real pretrain series and panels,

@@ -2,7 +2,7 @@
 
 Runs that continue from one parent model stay in one loss basin, so the mean of their weights is
 itself a model, and often a better one than any of them: the averaged errors of runs that saw
-different batches or learning rates partly cancel. tsmojo-mini-v5 and -v6 are such means.
+different batches or learning rates partly cancel. tsmojo-mini-v5 and -v6 (no longer bundled) were such means.
 
     python -m tsmojo.soup OUTPUT MODEL [MODEL ...]
 """
