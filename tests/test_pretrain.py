@@ -102,6 +102,22 @@ def test_ranks_draw_disjoint_parts_of_the_same_stream() -> None:
         torch.testing.assert_close(got, want, equal_nan=True)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_data_workers_draw_the_same_stream_in_the_same_order(rank: int) -> None:
+    from torch.utils.data import DataLoader
+
+    from tsmojo.data.tasks import TaskSampler
+    from tsmojo.pretrain import PretrainConfig, PretrainStream
+
+    config = PretrainConfig(tokens_per_batch=200, max_batch_size=16, horizon=16)
+    stream = PretrainStream(TaskSampler(), config, patch_size=8, start_step=5, rank=rank, world_size=2)
+    expected = [stream.batch((5 + i) * 2 + rank)["context"] for i in range(7)]
+    loader = DataLoader(stream, batch_size=None, num_workers=3)
+    drawn = [batch["context"] for _, batch in zip(range(7), loader)]
+    for got, want in zip(drawn, expected, strict=True):
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
 def test_stream_draws_one_scale_window_per_group() -> None:
     from tsmojo.data.tasks import TaskMix, TaskSampler
     from tsmojo.pretrain import PretrainConfig, PretrainStream

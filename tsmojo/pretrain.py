@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tsmojo.config import TSMojoConfig
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
@@ -79,6 +79,10 @@ class PretrainConfig:
     checkpoint_minutes: float = 5.0
     log_every: int = 10
     threads: int = 2
+    # Processes building training batches beside the step (DataLoader workers; --data-workers
+    # overrides it). Any count draws the same stream in the same order, so a run may change it
+    # on resume: one is enough for a CPU step, a GPU step outruns one.
+    data_workers: int = 1
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PretrainConfig:
@@ -98,7 +102,9 @@ def context_length_for(step: int, rng: np.random.Generator, config: PretrainConf
 class PretrainStream(IterableDataset):
     """Endless stream of batches; batch ``i`` depends only on (seed, i), so runs are reproducible
     and a resumed run continues the sequence instead of repeating it. Under data parallelism,
-    rank ``r`` of ``w`` takes batches ``i * w + r``: disjoint parts of the same stream."""
+    rank ``r`` of ``w`` takes batches ``i * w + r``: disjoint parts of the same stream. Read by a
+    DataLoader with ``n`` workers, worker ``k`` builds every ``n``-th of the rank's batches from the
+    ``k``-th on; the loader takes one batch from each worker in turn, so the order is unchanged."""
 
     def __init__(
         self,
@@ -126,10 +132,12 @@ class PretrainStream(IterableDataset):
         return batch
 
     def __iter__(self):
-        step = self.start_step
+        worker = get_worker_info()
+        worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        step = self.start_step + worker_id
         while True:
             yield self.batch(step * self.world_size + self.rank)
-            step += 1
+            step += num_workers
 
 
 def validation_cases() -> dict[str, tuple[TaskMix, int]]:
@@ -180,8 +188,9 @@ class PretrainData(pl.LightningDataModule):
             raise RuntimeError("the training stream is built by a trainer (it needs the process's rank)")
         rank, world_size = self.trainer.global_rank, self.trainer.world_size
         stream = PretrainStream(self.sampler, self.config, self.patch_size, self.start_step, rank, world_size)
-        # One worker builds batches while the step runs: data never waits on the model or back.
-        return DataLoader(stream, batch_size=None, num_workers=1, persistent_workers=True, prefetch_factor=4)
+        # Workers build batches while the step runs: data never waits on the model or back.
+        workers = self.config.data_workers
+        return DataLoader(stream, batch_size=None, num_workers=workers, persistent_workers=True, prefetch_factor=4)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(BatchList(validation_batches(self.sampler, self.config)), batch_size=None)
@@ -281,6 +290,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes of a multi-node DDP run (torchrun, SLURM)")
     parser.add_argument("--seed", type=int)
     parser.add_argument(
+        "--data-workers", type=int, help="processes building batches (default: the config's data_workers, 1)"
+    )
+    parser.add_argument(
         "--compact",
         action="store_true",
         help="rewrite RUN_DIR/checkpoints/last.ckpt smaller (optimizer moments and weight average in bf16) and exit",
@@ -332,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         config.seed = args.seed
     if args.max_steps is not None:
         config.max_steps = args.max_steps
+    if args.data_workers is not None:
+        config.data_workers = args.data_workers
+    if config.data_workers < 1:
+        raise SystemExit(f"data_workers must be at least 1, got {config.data_workers}")
     if args.tiny:
         config.model = TSMojoConfig.tiny(**{"patch_size": 8, **config.model}).to_dict()
         config.tokens_per_batch, config.max_batch_size, config.horizon = 200, 16, 16
