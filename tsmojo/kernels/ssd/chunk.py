@@ -63,8 +63,8 @@ def _scan(x, dt, A, B, C, chunk_size):
         chunk_states = (decay_to_end[..., None] * dt_x).transpose(-1, -2) @ B_
         chunk_decay = torch.exp(log_decay[..., -1])[..., None, None]  # (b, c, h, 1, 1)
         # Unbound once, not indexed per chunk: the backward of each index would write a whole
-        # zero tensor of every chunk's state, quadratic in the number of chunks (a tenth of a
-        # training step at 8,192 points); unbind's backward stacks the gradients once.
+        # zero tensor of every chunk's state, quadratic in the number of chunks (a third of a
+        # training step on 8,192-point contexts); unbind's backward stacks the gradients once.
         contributions, decays = chunk_states.unbind(1), chunk_decay.unbind(1)
         states = [torch.zeros_like(contributions[0])]
         for contribution, decay in zip(contributions[:-1], decays[:-1]):
