@@ -29,14 +29,17 @@ command=${1:?usage: device_burst.sh pack [MAX_MB] | run RUN MINUTES}
 
 if [ "$command" = pack ]; then
     python3 - "${2:-0.4}" <<'PACK'
-import shutil, sys
+import os
+import shutil
+import sys
+
 import pandas as pd
 from tsmojo.data.real import pretrain_files
 budget = float(sys.argv[1]) * 1e6
 shutil.rmtree(".device_data", ignore_errors=True)
 for path in pretrain_files():
     target = f".device_data/pretrain/{path.parent.name}/data.parquet"
-    __import__("os").makedirs(f".device_data/pretrain/{path.parent.name}")
+    os.makedirs(os.path.dirname(target))
     size = path.stat().st_size
     if size <= budget:
         shutil.copy(path, target)
