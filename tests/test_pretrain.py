@@ -216,47 +216,6 @@ def test_seasonal_copy_weights_favour_series_seasonal_naive_copies() -> None:
     torch.testing.assert_close(unweighted, plain)
 
 
-def test_seasonal_weights_scoped_to_the_gate_train_the_gate_alone_with_them() -> None:
-    # scope "hint_gate": the gate's gradient is the one of the seasonally weighted loss, every
-    # other weight's is the one of the unweighted loss (the gate still open in both).
-    from tsmojo.lightning_module import batch_loss
-
-    generator = torch.Generator().manual_seed(1)
-    steps = torch.arange(320, dtype=torch.float32)
-    cycle = torch.sin(2 * torch.pi * steps / 24)
-    context = torch.stack([cycle[:304] + 0.01 * torch.randn(304, generator=generator),
-                           torch.randn(304, generator=generator).cumsum(0),
-                           torch.randn(304, generator=generator)])  # fmt: skip
-    future = torch.stack([cycle[304:], *torch.randn(2, 16, generator=generator)])
-    batch = {"context": context, "future": future, "roles": torch.zeros(3, dtype=torch.long),
-             "group_ids": torch.arange(3)}  # fmt: skip
-    torch.manual_seed(0)
-    model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True))
-    with torch.no_grad():  # an open gate, so that gradients reach the body through it
-        model.hint_gate.bias.fill_(0.5)
-        model.hint_gate.weight.normal_(0.0, 0.05)
-
-    def gradients(**options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        model.zero_grad(set_to_none=True)
-        loss, quantile_loss = batch_loss(model, batch, **options)
-        loss.backward()
-        return quantile_loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-    _, everywhere = gradients(seasonal_weight_exponent=1.0)
-    plain_loss, plain = gradients()
-    scoped_loss, scoped = gradients(seasonal_weight_exponent=1.0, seasonal_weight_scope="hint_gate")
-    torch.testing.assert_close(scoped_loss, plain_loss)  # the reported loss is the body's
-    assert scoped.keys() == plain.keys()
-    for name, gradient in scoped.items():
-        expected = everywhere[name] if name.startswith("hint_gate.") else plain[name]
-        other = plain[name] if name.startswith("hint_gate.") else everywhere[name]
-        torch.testing.assert_close(gradient, expected, rtol=1e-4, atol=1e-7)
-        if name.startswith("hint_gate.") or name.startswith("head."):
-            assert not torch.allclose(gradient, other, rtol=1e-3, atol=1e-6), name
-    with pytest.raises(ValueError, match="seasonal_weight_scope"):
-        batch_loss(model, batch, seasonal_weight_exponent=1.0, seasonal_weight_scope="body")
-
-
 def test_lr_scales_train_named_weights_faster_and_reject_unknown_prefixes() -> None:
     torch.manual_seed(0)
     model = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True))

@@ -34,9 +34,6 @@ class BatchList(torch.utils.data.Dataset):
         return self.batches[index]
 
 
-SEASONAL_WEIGHT_SCOPES = ("all", "hint_gate")
-
-
 @torch.no_grad()
 def seasonal_copy_weights(
     model: TSMojoModel, batch: dict[str, torch.Tensor], exponent: float, max_weight: float
@@ -71,28 +68,15 @@ def batch_loss(
     weighted: bool = True,
     seasonal_weight_exponent: float = 0.0,
     max_seasonal_weight: float = 10.0,
-    seasonal_weight_scope: str = "all",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, quantile loss) of ``model`` on a training batch. With ``weighted``, target rows
     count by the batch's ``target_weights`` where it has them, times their
-    :func:`seasonal_copy_weights` when ``seasonal_weight_exponent`` is not 0: in the loss of every
-    weight (``seasonal_weight_scope="all"``) or of the hint gate alone (``"hint_gate"``; the rest
-    of the model then learns from the loss without them)."""
-    if seasonal_weight_scope not in SEASONAL_WEIGHT_SCOPES:
-        scopes = ", ".join(SEASONAL_WEIGHT_SCOPES)
-        raise ValueError(f"seasonal_weight_scope must be one of {scopes}, got {seasonal_weight_scope!r}")
+    :func:`seasonal_copy_weights` when ``seasonal_weight_exponent`` is not 0."""
     future, roles = batch["future"], batch["roles"]
     target_weights = batch.get("target_weights") if weighted else None
-    gate_target_weights = None
     if weighted and seasonal_weight_exponent:
         seasonal = seasonal_copy_weights(model, batch, seasonal_weight_exponent, max_seasonal_weight)
-        seasonal_weights = seasonal if target_weights is None else target_weights.to(seasonal.device) * seasonal
-        if seasonal_weight_scope == "hint_gate":
-            if not model.config.hint_shortcut:
-                raise ValueError("seasonal_weight_scope='hint_gate' needs a model with hint_shortcut enabled")
-            gate_target_weights = seasonal_weights
-        else:
-            target_weights = seasonal_weights
+        target_weights = seasonal if target_weights is None else target_weights.to(seasonal.device) * seasonal
     num_patches = min(model.config.max_output_patches, -(-future.shape[1] // model.config.patch_size))
     known = torch.where((roles == FUTURE_COVARIATE)[:, None], future, torch.full_like(future, float("nan")))
     output = model(
@@ -104,7 +88,6 @@ def batch_loss(
         future_target=future,
         target_weights=target_weights,
         scale_windows=batch.get("scale_windows"),
-        gate_target_weights=gate_target_weights,
     )
     return output.loss, output.quantile_loss
 
@@ -144,7 +127,6 @@ class TSMojoLightningModule(pl.LightningModule):
         seasonal_weight_exponent: float = 0.0,
         lr_scales: dict[str, float] | None = None,
         ema_decay: float = 0.0,
-        seasonal_weight_scope: str = "all",
     ) -> None:
         super().__init__()
         self.model = model
@@ -159,7 +141,6 @@ class TSMojoLightningModule(pl.LightningModule):
             self.ema = AveragedModel(model, avg_fn=self.ema_step, use_buffers=False)
             self.ema.requires_grad_(False)
         self.seasonal_weight_exponent = seasonal_weight_exponent  # see seasonal_copy_weights
-        self.seasonal_weight_scope = seasonal_weight_scope  # see batch_loss
         self.learning_rate, self.weight_decay = learning_rate, weight_decay
         self.lr_scales = dict(lr_scales or {})  # see parameter_groups
         self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
@@ -201,12 +182,7 @@ class TSMojoLightningModule(pl.LightningModule):
             self.ema.update_parameters(self.model)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, quantile_loss = batch_loss(
-            self.model,
-            batch,
-            seasonal_weight_exponent=self.seasonal_weight_exponent,
-            seasonal_weight_scope=self.seasonal_weight_scope,
-        )
+        loss, quantile_loss = batch_loss(self.model, batch, seasonal_weight_exponent=self.seasonal_weight_exponent)
         size = batch["context"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=size)
         self.log("train_quantile_loss", quantile_loss, batch_size=size)

@@ -249,9 +249,7 @@ class TSMojoModel(nn.Module):
             hints.covariate = fitted.view_as(patches)
         return hints
 
-    def hint_shortcut(
-        self, x: torch.Tensor, hints: Hints, prediction: torch.Tensor, gate_trains: bool = True
-    ) -> torch.Tensor:
+    def hint_shortcut(self, x: torch.Tensor, hints: Hints, prediction: torch.Tensor) -> torch.Tensor:
         """``prediction`` (B, F * p, Q) moved toward the hints by gates read from the future tokens.
 
         Through the embedding, a hint must survive every block and the head to reach the
@@ -263,16 +261,10 @@ class TSMojoModel(nn.Module):
         frozen model (``trainable="hint_gate"``) can copy a cycle without undoing the head.
 
         x: (B, F, d) future tokens after the last block; the gate also reads ``hints.fit``.
-        gate_trains: False holds the gate's own weights out of the gradient (the tokens it reads
-        still carry theirs); see ``gate_target_weights`` of :meth:`forward`.
         """
         batch, num_future, p = x.shape[0], x.shape[1], self.config.patch_size
         fit = hints.fit if hints.fit is not None else x.new_zeros(batch, GATE_FEATURES)
-        features = torch.cat([x, fit[:, None].expand(-1, num_future, -1)], dim=-1)
-        if gate_trains:
-            gates = self.hint_gate(features)
-        else:
-            gates = F.linear(features, self.hint_gate.weight.detach(), self.hint_gate.bias.detach())
+        gates = self.hint_gate(torch.cat([x, fit[:, None].expand(-1, num_future, -1)], dim=-1))
         gates = gates.view(batch, num_future, -1, p)
         future_hints = torch.stack([h[:, -num_future:] for h in hints.enabled()], dim=2)  # (B, F, kinds, p)
         median = prediction[..., self.median_index].view(batch, num_future, 1, p)
@@ -291,7 +283,6 @@ class TSMojoModel(nn.Module):
         future_target: torch.Tensor | None = None,
         target_weights: torch.Tensor | None = None,
         scale_windows: torch.Tensor | None = None,
-        gate_target_weights: torch.Tensor | None = None,
     ) -> TSMojoOutput:
         """Forecast ``num_output_patches * patch_size`` steps for every row.
 
@@ -306,10 +297,6 @@ class TSMojoModel(nn.Module):
             scale_windows: (B,) int, steps at the end of each row that set its location and scale
                 (0: the whole context). Default: ``config.scale_window``. Pretraining draws them at
                 random so that one model reads several scalings.
-            gate_target_weights: (B,) loss weights for the hint gate alone (with ``hint_shortcut``).
-                Given, the loss has two terms: the gate's weights learn from the loss weighted by
-                these, every other weight from the loss weighted by ``target_weights``, which is
-                also the reported ``quantile_loss``.
         """
         cfg = self.config
         batch, device = context.shape[0], context.device
@@ -330,21 +317,14 @@ class TSMojoModel(nn.Module):
         x, innovation_loss = self.encode(x, masks, layout, num_future)  # (B, F, d)
         with full_precision(device):  # the quantiles, in scaled units, keep float32 resolution
             x = self.final_norm(x.float())
-            head_prediction = self.head(x).view(batch, num_future * cfg.patch_size, -1)
-            split_gate_loss = cfg.hint_shortcut and future_target is not None and gate_target_weights is not None
-            prediction = head_prediction
+            prediction = self.head(x).view(batch, num_future * cfg.patch_size, -1)
             if cfg.hint_shortcut:
-                prediction = self.hint_shortcut(x, hints, head_prediction, gate_trains=not split_gate_loss)
+                prediction = self.hint_shortcut(x, hints, prediction)
 
         output = TSMojoOutput(quantiles=self.from_model_space(prediction, loc[..., None], scale[..., None]))
         if future_target is not None:
             output.quantile_loss = self.quantile_loss(prediction, future_target, roles, loc, scale, target_weights)
             output.loss = output.quantile_loss + cfg.innovation_loss_weight * innovation_loss
-            if split_gate_loss:
-                with full_precision(device):
-                    gated = self.hint_shortcut(x.detach(), hints, head_prediction.detach())
-                gate_loss = self.quantile_loss(gated, future_target, roles, loc, scale, gate_target_weights)
-                output.loss = output.loss + gate_loss
         return output
 
     def padded_context_length(self, length: int, num_future: int) -> int:

@@ -60,9 +60,6 @@ class PretrainConfig:
     # Each target row's loss is weighted by how much better seasonal naive predicts its context
     # than one-step naive, to this power (tsmojo.lightning_module.seasonal_copy_weights); 0: unweighted.
     seasonal_weight_exponent: float = 0.0
-    # Whose loss those weights enter: "all" (every weight's) or "hint_gate" (the hint gate's alone;
-    # the rest of the model learns from the unweighted loss; tsmojo.lightning_module.batch_loss).
-    seasonal_weight_scope: str = "all"
     learning_rate: float = 1e-3
     # Learning-rate multipliers by weight-name prefix, e.g. {"hint_gate.": 20.0} for a gate that
     # --init-from adds at zero (TSMojoLightningModule.parameter_groups).
@@ -402,7 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         config.max_steps,
         trainable=config.trainable,
         seasonal_weight_exponent=config.seasonal_weight_exponent,
-        seasonal_weight_scope=config.seasonal_weight_scope,
         lr_scales=config.lr_scales,
         ema_decay=config.ema_decay,
     )
