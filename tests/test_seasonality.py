@@ -144,3 +144,27 @@ def test_seasonal_gain_tells_a_clean_cycle_from_one_a_second_cycle_spoils():
     assert features.shape == (5, GATE_FEATURES) and torch.isfinite(features).all()
     assert (features[1:3] == 0).all() and features[0, 0] > 0 > features[4, 0]
     torch.testing.assert_close(features[:, 0], torch.nan_to_num(gain.log(), nan=0.0))
+
+
+def test_a_gain_damped_gate_stays_shut_where_copying_the_cycle_lost_and_opens_where_it_won():
+    # Rows 0 (a clean daily cycle, gain > 2) and 4 (a daily cycle under a weekly one, gain < 1)
+    # of rows(), with the gate's bias fully open: the damping passes the shortcut on row 0 and
+    # holds it back on row 4.
+    torch.manual_seed(0)
+    undamped = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True)).eval()
+    damped = TSMojoModel(TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True, hint_gate_gain_slope=8.0)).eval()
+    damped.load_state_dict(undamped.state_dict())
+    context = rows()[[0, 4]]
+    closed = undamped(context).quantiles
+    for model in (undamped, damped):
+        torch.nn.init.ones_(model.hint_gate.bias)
+    shift_undamped = (undamped(context).quantiles - closed).abs().mean(dim=(1, 2))
+    shift_damped = (damped(context).quantiles - closed).abs().mean(dim=(1, 2))
+    assert (shift_undamped > 0.1).all()
+    assert shift_damped[0] > 0.9 * shift_undamped[0]
+    assert shift_damped[1] < 0.2 * shift_undamped[1]
+
+
+def test_gain_damping_needs_the_seasonal_shortcut():
+    with pytest.raises(ValueError, match="hint_gate_gain_slope"):
+        TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=False, hint_gate_gain_slope=4.0)

@@ -63,6 +63,11 @@ class TSMojoConfig:
     # Move the forecast toward each enabled hint's future values by a gate read from the future
     # tokens (TSMojoModel.hint_shortcut), so that copying a cycle or a regression is exact.
     hint_shortcut: bool = False
+    # With the shortcut: multiply the seasonal gate by sigmoid(slope * log seasonal gain), so that
+    # it cannot open on a context where copying the last cycle predicted worse than copying the
+    # last step (None: the gate is the learnt one alone). A gate trained with the model it gates
+    # opened on such contexts and the model leant on it (tsmojo/recipes/mini_r2_probe_gain_gate.yaml).
+    hint_gate_gain_slope: float | None = None
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
     innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training
 
@@ -78,6 +83,8 @@ class TSMojoConfig:
             )
         if self.rotary_max_period is not None and self.rotary_max_period <= 2 * math.pi:
             raise ValueError(f"rotary_max_period must exceed 2*pi patches, got {self.rotary_max_period}")
+        if self.hint_gate_gain_slope is not None and not (self.hint_shortcut and self.seasonal_hint):
+            raise ValueError("hint_gate_gain_slope damps the seasonal shortcut: enable seasonal_hint and hint_shortcut")
         if self.hint_shortcut and not (self.seasonal_hint or self.covariate_hint):
             raise ValueError("hint_shortcut needs a hint to pass on: enable seasonal_hint or covariate_hint")
         for name in ("patch_size", "window", "chunk_size", "max_output_patches", "context_length"):

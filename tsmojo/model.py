@@ -266,6 +266,12 @@ class TSMojoModel(nn.Module):
         fit = hints.fit if hints.fit is not None else x.new_zeros(batch, GATE_FEATURES)
         gates = self.hint_gate(torch.cat([x, fit[:, None].expand(-1, num_future, -1)], dim=-1))
         gates = gates.view(batch, num_future, -1, p)
+        slope = self.config.hint_gate_gain_slope
+        if slope is not None:  # the seasonal hint comes first in hints.enabled()
+            damping = torch.sigmoid(slope * fit[:, :1])  # (B, 1): fit[:, 0] is the log seasonal gain
+            kinds = gates.shape[2]
+            damping = torch.cat([damping, damping.new_ones(batch, kinds - 1)], dim=1)
+            gates = gates * damping[:, None, :, None]
         future_hints = torch.stack([h[:, -num_future:] for h in hints.enabled()], dim=2)  # (B, F, kinds, p)
         median = prediction[..., self.median_index].view(batch, num_future, 1, p)
         distance = torch.nan_to_num(future_hints - median, nan=0.0)  # no hint: no move
