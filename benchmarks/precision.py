@@ -32,6 +32,10 @@ synthetic validation losses; it plots both curves.
 ``--threads`` threads, and bf16 as ``--threads`` DDP processes of one thread each. Small ops scale
 poorly over intra-op threads; whole processes do not share them.
 
+Every kind first tunes malloc with ``tsmojo.tune_cpu_allocator()``, as the ``tsmojo`` command lines
+do; ``--allocator glibc`` keeps the C library's defaults instead (results then go to
+``precision_<kind>_glibc_malloc.*``).
+
 Results go to ``benchmarks/results/precision_<kind>.{csv,md}`` (and ``.png`` for learning).
 """
 
@@ -320,10 +324,18 @@ def bench_processes(args: argparse.Namespace) -> pd.DataFrame:
 def write_report(kind: str, summary: pd.DataFrame, lines: list[str], args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/precision.py " + " ".join(shlex.quote(a) for a in args.argv)
-    summary.to_csv(RESULTS / f"precision_{kind}.csv", index=False)
+    name = f"precision_{kind}" + ("" if args.allocator == "tuned" else "_glibc_malloc")
+    summary.to_csv(RESULTS / f"{name}.csv", index=False)
     cpu = {"avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()), "amx": bool(torch.cpu._is_amx_tile_supported())}
-    text = "\n".join([f"# precision: {kind}", "", f"`{command}`", "", *lines, "", f"CPU: {json.dumps(cpu)}", ""])
-    (RESULTS / f"precision_{kind}.md").write_text(text)
+    allocator = (
+        "malloc tuned by `tsmojo.tune_cpu_allocator()`, as the tsmojo command lines run"
+        if args.allocator == "tuned"
+        else "glibc's default malloc settings"
+    )
+    text = "\n".join(
+        [f"# precision: {kind}", "", f"`{command}`", "", *lines, "", f"CPU: {json.dumps(cpu)}; {allocator}.", ""]
+    )
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 
@@ -340,8 +352,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context", type=int, default=512, help="inference: points per series")
     parser.add_argument("--horizon", type=int, default=24, help="inference: prediction length")
     parser.add_argument("--steps", type=int, default=600, help="learning, processes: steps per run")
+    parser.add_argument(
+        "--allocator",
+        choices=["tuned", "glibc"],
+        default="tuned",
+        help="tuned: tsmojo.tune_cpu_allocator() first, as the command lines do; glibc: the C library's "
+        "defaults (results go to precision_<kind>_glibc_malloc.*)",
+    )
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    if args.allocator == "tuned":
+        from tsmojo import tune_cpu_allocator
+
+        if not tune_cpu_allocator():
+            raise SystemExit("--allocator tuned: this C library is not glibc; pass --allocator glibc")
     kinds = dict(train=bench_train, inference=bench_inference, learning=bench_learning, processes=bench_processes)
     kinds[args.kind](args)
 

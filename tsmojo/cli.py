@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tsmojo.bundled import DEFAULT_MODEL
+from tsmojo.hardware import tune_cpu_allocator
 
 EXIT_OK, EXIT_SERIES_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -488,6 +489,7 @@ COMMANDS = {"forecast": cmd_forecast, "evaluate": cmd_evaluate, "plot": cmd_plot
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_cpu_allocator()
     if argv and argv[0] == "pretrain":
         return cmd_pretrain(argv[1:])
     parser = build_parser()

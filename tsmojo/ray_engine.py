@@ -45,6 +45,7 @@ from tsmojo.batch import (
     write_output,
 )
 from tsmojo.frames import SeriesError, series_starts
+from tsmojo.hardware import tune_cpu_allocator
 from tsmojo.io import (
     InputError,
     OutputLock,
@@ -79,6 +80,7 @@ class ForecastBuckets:
     """Ray actor UDF: forecast the series of one bucket; one model per actor."""
 
     def __init__(self, job: dict, columns: tuple, future: FutureCovariates | None = None) -> None:
+        tune_cpu_allocator()  # each actor is its own process: the command line's setting stays behind
         self.job = ForecastJob(**job)
         self.columns = columns
         self.forecaster = LocalForecaster(self.job, columns)
