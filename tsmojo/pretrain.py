@@ -142,8 +142,8 @@ class PretrainStream(IterableDataset):
 
 def validation_cases() -> dict[str, tuple[TaskMix, int]]:
     """Held-out synthetic cases the training log tracks apart, as (task mix, context length):
-    exact periodic copies, flat endings after motion, long contexts, and energy and weather
-    covariate tasks."""
+    exact periodic copies, flat endings after motion, long contexts, energy and weather covariate
+    tasks, and trends that hold."""
     plain = TaskMix(real_share=0.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
     return {
         "periodic": (dataclasses.replace(plain, generator_weights={"periodic_pattern": 1.0}), 1024),
@@ -153,6 +153,8 @@ def validation_cases() -> dict[str, tuple[TaskMix, int]]:
             dataclasses.replace(plain, group_row_share=1.0, group_task_weights=(0, 0, 0, 0.5, 0.5, 0)),
             2048,
         ),
+        # Last: each case's batch is seeded by its position, so earlier cases keep their numbers.
+        "steady_trend": (dataclasses.replace(plain, generator_weights={"steady_trend": 1.0}), 512),
     }
 
 

@@ -274,6 +274,23 @@ def flat_ending(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.where(after, level + jitter, base)
 
 
+def steady_trend(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Trends that hold through the horizon under mild noise: a straight line, exponential growth
+    or decay, or a random walk whose drift outweighs its steps (macro aggregates, installed bases,
+    declining stocks). The case where damping a trend toward the last value or the last cycle
+    loses; its opposite is :func:`flat_ending`."""
+    t = np.arange(length)[None, :]
+    kind = rng.integers(3, size=(n, 1))
+    sign = rng.choice([-1.0, 1.0], size=(n, 1))
+    noise = rng.normal(size=(n, length))
+    line = sign * rng.uniform(0.02, 0.3, (n, 1)) * t + noise
+    growth = np.exp(sign * rng.uniform(0.5, 2.0, (n, 1)) * t / length)
+    exponential = growth * (1.0 + rng.uniform(0.005, 0.03, (n, 1)) * noise)
+    drift = sign * rng.uniform(0.3, 1.0, (n, 1))
+    walk = np.cumsum(drift + rng.uniform(0.1, 0.5, (n, 1)) * noise, axis=1)
+    return np.where(kind == 0, line, np.where(kind == 1, exponential, walk)) + rng.uniform(-5, 5, (n, 1))
+
+
 GENERATORS: dict[str, Generator] = {
     "seasonal_trend": seasonal_trend,
     "kernel_composition": kernel_composition,
@@ -283,6 +300,7 @@ GENERATORS: dict[str, Generator] = {
     "intermittent": intermittent,
     "periodic_pattern": periodic_pattern,
     "flat_ending": flat_ending,
+    "steady_trend": steady_trend,
 }
 
 
