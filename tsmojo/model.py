@@ -239,7 +239,8 @@ class TSMojoModel(nn.Module):
         if cfg.seasonal_hint:
             scaled = patches[:, :-num_future].reshape(batch, -1)
             period = self.seasonal_period(scaled)
-            hints.seasonal = seasonal_hint(scaled, period, num_future * cfg.patch_size).view_as(patches)
+            future_steps = num_future * cfg.patch_size
+            hints.seasonal = seasonal_hint(scaled, period, future_steps, cfg.seasonal_hint_drift).view_as(patches)
             if cfg.hint_shortcut:
                 hints.fit = hint_fit_features(scaled[:, -cfg.hint_window :], period)
         if cfg.covariate_hint:

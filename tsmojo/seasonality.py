@@ -58,10 +58,11 @@ def detect_period(scaled: torch.Tensor, max_period: int, window: int, min_correl
     return torch.where(best[:, 0] > 0, first, torch.zeros_like(first))
 
 
-def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> torch.Tensor:
+def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int, drift: bool = False) -> torch.Tensor:
     """The value one period earlier for every context step and the seasonal-naive forecast for
     the ``horizon`` steps after it (the last cycle repeated); NaN where there is no period or no
-    such value.
+    such value. With ``drift``, the forecast's k-th repeat of the cycle is moved by k periods of
+    the context's :func:`seasonal_drift`, as seasonal naive with drift does.
 
     scaled: (B, L); period: (B,) int64. Returns (B, L + horizon).
     """
@@ -72,7 +73,30 @@ def seasonal_hint(scaled: torch.Tensor, period: torch.Tensor, horizon: int) -> t
     source = torch.where(steps < length, steps - m, length - m + (steps - length) % m)
     valid = (period[:, None] > 0) & (source >= 0)
     values = torch.gather(scaled, 1, source.clamp(min=0, max=length - 1))
+    if drift and horizon > 0:
+        repeats = torch.where(steps < length, 0, torch.div(steps - length, m, rounding_mode="floor") + 1)
+        values = values + seasonal_drift(scaled, period) * m * repeats
     return torch.where(valid, values, torch.full_like(values, float("nan")))
+
+
+# Cycles of seasonal differences that seasonal_drift averages: one alone is as noisy as the
+# series, and a long average lags a trend that changed.
+DRIFT_CYCLES = 3
+
+
+def seasonal_drift(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """Change per step from one cycle to the next, averaged over the observed pairs of the last
+    ``DRIFT_CYCLES`` periods of the context: (B, 1), 0 where a row has no period or no pair.
+
+    A copy of the last cycle holds the level of a trending series still, so a gate that moves a
+    forecast toward it damps the trend; on a series without a trend the drift is about 0."""
+    length = scaled.shape[1]
+    m = period.clamp(min=1)[:, None]
+    recent = torch.arange(length, device=scaled.device)[None, :] >= length - DRIFT_CYCLES * m
+    differences = scaled - seasonal_hint(scaled, period, horizon=0)
+    differences = torch.where(recent, differences, torch.full_like(differences, float("nan")))
+    drift = torch.nanmean(differences, dim=-1, keepdim=True) / m
+    return torch.nan_to_num(drift, nan=0.0)
 
 
 # Below this error (in scaled units) a cycle counts as copied exactly: an exactly periodic
