@@ -71,7 +71,9 @@ class TSMojoConfig:
     hint_gate_gain_slope: float | None = None
     # The seasonal hint's future values continue the context's cycle-to-cycle drift
     # (tsmojo.seasonality.seasonal_drift) instead of repeating the last cycle at its level, so that
-    # the shortcut cannot damp a trend on a context where a period was found.
+    # the shortcut cannot damp a trend on a context where a period was found. Switched on for the
+    # last 3,900 steps of mini_r2, it lost on the dev aggregate and did not help the steady_trend
+    # case, so no recipe but that probe sets it (tsmojo/recipes/mini_r2_probe_drift.yaml).
     seasonal_hint_drift: bool = False
     quantiles: tuple[float, ...] = field(default_factory=lambda: DEFAULT_QUANTILES)  # levels the head emits
     innovation_loss_weight: float = 0.1  # weight of the SSM readout's next-token loss in training

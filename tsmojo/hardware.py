@@ -79,9 +79,10 @@ def tune_cpu_allocator(trim_threshold_mib: int = 256, top_pad_mib: int = 64, mma
     PyTorch's CPU tensors come straight from malloc. A forecast or training step allocates and
     frees tensors of several MB per operation; with glibc's defaults the heap is trimmed and
     large blocks are unmapped as soon as they are free, so the next tensor page-faults its memory
-    in again, zeroed by the kernel. On a forecast of 2,048 series that is about 100,000 page faults;
-    with these settings about 6,000, and 10-20% more series per second (benchmarks/README.md,
-    the allocator rows of the precision.py section). Blocks up to ``mmap_threshold_mib`` come from
+    in again, zeroed by the kernel (in a hand test, a bf16 forecast of 2,048 series took about
+    100,000 page faults, and about 6,000 with these settings). ``benchmarks/precision.py
+    inference`` measures 14-18% more series per second in float32 on 2 threads, and no change
+    beyond noise in bf16 (README, bfloat16 table). Blocks up to ``mmap_threshold_mib`` come from
     the heap, and up to ``trim_threshold_mib`` of free heap is kept, so the process's resident
     memory stays near its peak.
 
