@@ -82,9 +82,9 @@ def tune_cpu_allocator(trim_threshold_mib: int = 256, top_pad_mib: int = 64, mma
     in again, zeroed by the kernel (in a hand test, a bf16 forecast of 2,048 series took about
     100,000 page faults, and about 6,000 with these settings). ``benchmarks/precision.py
     inference`` measured 8-31% more series per second in float32 on 2 threads over two run pairs,
-    and no change beyond noise in bf16 (README, bfloat16 table). Blocks up to ``mmap_threshold_mib`` come from
-    the heap, and up to ``trim_threshold_mib`` of free heap is kept, so the process's resident
-    memory stays near its peak.
+    and no change beyond noise in bf16 (README, bfloat16 table). Blocks up to
+    ``mmap_threshold_mib`` come from the heap, and up to ``trim_threshold_mib`` of free heap is
+    kept, so the process's resident memory stays near its peak.
 
     Process-wide and lasting: the ``tsmojo`` command lines call it; Python users opt in by calling
     it once. Returns False, changing nothing, where the C library is not glibc (macOS, Windows,

@@ -93,7 +93,7 @@ def seasonal_drift(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     length = scaled.shape[1]
     m = period.clamp(min=1)[:, None]
     recent = torch.arange(length, device=scaled.device)[None, :] >= length - DRIFT_CYCLES * m
-    differences = scaled - seasonal_hint(scaled, period, horizon=0)
+    differences = lag_differences(scaled, period)
     differences = torch.where(recent, differences, torch.full_like(differences, float("nan")))
     drift = torch.nanmean(differences, dim=-1, keepdim=True) / m
     return torch.nan_to_num(drift, nan=0.0)
@@ -104,10 +104,16 @@ def seasonal_drift(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
 _NAIVE_ERROR_FLOOR = 1e-2
 
 
+def lag_differences(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
+    """Each step minus the step ``lag`` earlier, per row: (B, L), NaN where either is missing or a
+    row's lag is 0. scaled (B, L) with NaN; lag (B,) int64."""
+    return scaled - seasonal_hint(scaled, lag, horizon=0)
+
+
 def mean_lag_error(scaled: torch.Tensor, lag: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between each step and the step ``lag`` earlier, per row, over
     the pairs both observed; NaN where a row has none. scaled (B, L) with NaN; lag (B,) >= 1."""
-    return torch.nanmean((scaled - seasonal_hint(scaled, lag, horizon=0)).abs(), dim=-1)
+    return torch.nanmean(lag_differences(scaled, lag).abs(), dim=-1)
 
 
 def seasonal_gain(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
