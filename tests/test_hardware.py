@@ -124,12 +124,14 @@ def test_cli_dtype_option():
 
 
 # Frees 96 MB of 12 MB tensors and allocates them again, round after round, then prints the page
-# faults of those rounds. glibc trims free heap beyond twice its mmap threshold (at most 2 x 32 MB,
-# however earlier imports moved it), so by default every round faults its memory in again;
-# tune_cpu_allocator keeps it.
+# faults of those rounds. glibc's default thresholds move with what the process freed before (the
+# imports), which once let a CI run reuse most rounds by chance; so both modes first pin the mmap
+# threshold at glibc's initial 128 KB, under which every such tensor is mapped and unmapped, and
+# faults in again, each round. tune_cpu_allocator must override that and keep the memory.
 _ALLOCATION_ROUNDS = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from tsmojo.hardware import tune_cpu_allocator
+assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024) == 1  # M_MMAP_THRESHOLD
 if sys.argv[1] == "tuned":
     assert tune_cpu_allocator()
 def round_trip():
