@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tests.helpers import load_eval
-from tsmojo.pipeline import TSMojoPipeline
+from tsmojo.pipeline import MAX_BATCH_WORKERS, TSMojoPipeline, batch_workers
 from tsmojo.tasks import interpolate_quantiles, mean_weights
 
 
@@ -134,6 +135,36 @@ def test_batch_independence_without_cross_learning(pipeline, m4_context):
     np.testing.assert_allclose(split[-1], alone[0], atol=1e-5 * np.abs(alone[0]).max(), rtol=0)
     joint, _ = pipeline.predict([*others, series[0]], 48, cross_learning=True)
     assert joint[-1].shape == alone[0].shape and np.isfinite(joint[-1]).all()
+
+
+def test_batches_forecast_side_by_side_give_the_numbers_of_one_by_one(pipeline, m4_context):
+    series = [g["y"].to_numpy()[-300:] for _, g in m4_context.groupby("unique_id")][:12]
+    inputs = [*series, {"target": series[0], "past_covariates": {"c": series[1]}}]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert batch_workers(7, torch.device("cpu")) == (1, 1)
+        one_by_one, one_by_one_mean = pipeline.predict(inputs, 24, batch_size=2)
+        torch.set_num_threads(2)  # 7 batches: two workers of one thread each
+        assert batch_workers(7, torch.device("cpu")) == (2, 1)
+        side_by_side, side_by_side_mean = pipeline.predict(inputs, 24, batch_size=2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, a_mean, b_mean in zip(one_by_one, side_by_side, one_by_one_mean, side_by_side_mean, strict=True):
+        np.testing.assert_array_equal(a, b)  # every batch ran on one thread both times
+        np.testing.assert_array_equal(a_mean, b_mean)
+
+
+def test_batch_workers_split_the_threads_on_a_cpu_only():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(8)
+        assert batch_workers(1, torch.device("cpu")) == (1, 8)  # one batch keeps every thread
+        assert batch_workers(3, torch.device("cpu")) == (3, 2)
+        assert batch_workers(100, torch.device("cpu")) == (MAX_BATCH_WORKERS, 8 // MAX_BATCH_WORKERS)
+        assert batch_workers(100, torch.device("cuda")) == (1, 8)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_constant_and_leading_nan_series(pipeline):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,30 @@ def _row_factors(context: np.ndarray, future: np.ndarray) -> np.ndarray:
     return np.ldexp(1.0, exponents.astype(int))
 
 
+# Default for the most batches a CPU forecast runs at once. Measured on 2 cores only
+# (benchmarks/precision.py inference): a cap, since every worker holds the GIL for each operation
+# it dispatches.
+MAX_BATCH_WORKERS = 4
+
+
+def batch_workers(num_batches: int, device: torch.device, max_workers: int = MAX_BATCH_WORKERS) -> tuple[int, int]:
+    """(workers, intra-op threads per worker) for a call of ``num_batches`` batches on ``device``.
+
+    On a CPU, the caller's intra-op threads (``torch.get_num_threads()``) are split among up to
+    ``max_workers`` batches forecast side by side, one thread each where there are enough
+    batches. A pass of a few thousand tokens is a long run of small operations that two threads
+    share poorly (elementwise work on tensors of a few hundred KB, softmax over 70 keys), so two
+    batches on one thread each forecast 14-34% more series per second in bf16 and 8-19% in float32
+    than one batch on two threads (``benchmarks/precision.py inference``, a Zen 4 CPU). Each worker
+    runs whole batches, so a forecast moves only by the float rounding that any change of thread
+    count brings. CUDA runs one batch at a time."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or num_batches < 2 or threads < 2 or max_workers < 2:
+        return 1, threads
+    workers = min(threads, num_batches, max_workers)
+    return workers, threads // workers
+
+
 def _interval_levels(level: Sequence[float]) -> list[float]:
     """The quantile levels of statsforecast-style intervals: ``[80] -> [0.1, 0.9]``, sorted."""
     levels: set[float] = set()
@@ -85,9 +110,17 @@ class TSMojoPipeline:
 
     fit_history: dict  # only on a pipeline that fit() returns: {"best_val_wql", "val_wql", "steps"}
 
-    def __init__(self, model: TSMojoModel, dtype: str | torch.dtype = "auto") -> None:
+    def __init__(
+        self, model: TSMojoModel, dtype: str | torch.dtype = "auto", max_batch_workers: int = MAX_BATCH_WORKERS
+    ) -> None:
+        """``dtype`` as in :meth:`from_pretrained`. ``max_batch_workers``: on a CPU, at most this many
+        batches are forecast side by side, sharing the caller's torch threads (:func:`batch_workers`);
+        1 forecasts one batch at a time on all of them."""
+        if max_batch_workers < 1:
+            raise ValueError(f"max_batch_workers must be >= 1, got {max_batch_workers}")
         self.model = model.eval()
         self.dtype = resolve_dtype(dtype, self.device)
+        self.max_batch_workers = max_batch_workers
         self._warned_context = False
 
     # -- loading -----------------------------------------------------------------------------
@@ -97,6 +130,7 @@ class TSMojoPipeline:
         name_or_path: str | Path = DEFAULT_MODEL,
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "auto",
+        max_batch_workers: int = MAX_BATCH_WORKERS,
     ) -> TSMojoPipeline:
         """Load a bundled model by name (default: ``tsmojo.bundled.DEFAULT_MODEL``) or a directory
         holding ``config.json`` and ``model.safetensors``.
@@ -107,6 +141,7 @@ class TSMojoPipeline:
         ``torch.float32`` / ``"float32"`` or ``torch.bfloat16`` / ``"bfloat16"`` force one. Weights
         stay float32; bfloat16 runs the encoder under ``torch.autocast``
         (``tsmojo.precision``).
+        ``max_batch_workers``: on a CPU, most batches forecast side by side (:func:`batch_workers`).
         """
         path = Path(name_or_path)
         if not path.is_dir():
@@ -117,7 +152,7 @@ class TSMojoPipeline:
                 )
             path = bundled
         model = TSMojoModel.from_pretrained(path, device=resolve_device(device))
-        return cls(model, dtype=dtype)
+        return cls(model, dtype=dtype, max_batch_workers=max_batch_workers)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the model (``config.json`` + ``model.safetensors``) to ``directory``."""
@@ -193,50 +228,27 @@ class TSMojoPipeline:
                 filled += task.num_rows
             if current:
                 batches.append(current)
-        levels = self.model_quantile_levels
-        weights = mean_weights(levels)
         quantiles: list[np.ndarray] = [np.empty(0)] * len(tasks)
         means: list[np.ndarray] = [np.empty(0)] * len(tasks)
-        for batch in batches:
-            contexts, futures, roles, groups = [], [], [], []
-            for group, i in enumerate(batch):
-                task = tasks[i]
-                contexts.append(np.concatenate([task.target, task.past, task.known], axis=0)[:, -context_length:])
-                future = np.full((task.num_rows, prediction_length), np.nan)
-                if task.known.shape[0]:
-                    future[task.num_rows - task.known.shape[0] :] = task.known_future[:, :prediction_length]
-                futures.append(future)
-                roles.append(task.roles())
-                groups.append(np.full(task.num_rows, 0 if cross_learning else group))
-            width = max(c.shape[1] for c in contexts)
-            context = np.full((sum(len(c) for c in contexts), width), np.nan)
-            start = 0
-            for rows in contexts:  # right-aligned, NaN in front
-                context[start : start + len(rows), width - rows.shape[1] :] = rows
-                start += len(rows)
-            future = np.concatenate(futures)
-            factors = _row_factors(context, future)
-            if (factors != 1).any():  # exact power-of-two rescaling: the model's scaling is affine
-                context, future = context / factors[:, None], future / factors[:, None]
-            device = self.device
-            with torch.no_grad(), autocast(device, self.dtype):
-                forecast = self.model.forecast(
-                    torch.as_tensor(context, dtype=torch.float32, device=device),
-                    prediction_length,
-                    group_ids=torch.as_tensor(np.concatenate(groups), device=device),
-                    roles=torch.as_tensor(np.concatenate(roles), device=device),
-                    future_covariates=torch.as_tensor(future, dtype=torch.float32, device=device),
-                )
-            batch_quantiles = forecast.float().cpu().numpy() * factors[:, None, None]
-            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: reported just below
-                batch_requested = interpolate_quantiles(batch_quantiles, levels, quantile_levels).astype(np.float32)
-                batch_means = (batch_quantiles @ weights).astype(np.float32)
+
+        def forecast(batch: list[int]) -> None:
+            batch_quantiles, batch_means = self._forecast_batch(
+                [tasks[i] for i in batch], prediction_length, quantile_levels, context_length, cross_learning
+            )
             start = 0
             for i in batch:
                 targets = tasks[i].target.shape[0]
-                quantiles[i] = batch_requested[start : start + targets]
+                quantiles[i] = batch_quantiles[start : start + targets]
                 means[i] = batch_means[start : start + targets]
                 start += tasks[i].num_rows
+
+        workers, threads_per_worker = batch_workers(len(batches), self.device, self.max_batch_workers)
+        if workers > 1:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads_per_worker,)) as pool:
+                list(pool.map(forecast, batches))
+        else:
+            for batch in batches:
+                forecast(batch)
         bad = [
             i
             for i, (q, m) in enumerate(zip(quantiles, means, strict=True))
@@ -245,6 +257,51 @@ class TSMojoPipeline:
         if bad:
             raise NonFiniteForecastError(bad)
         return quantiles, means
+
+    def _forecast_batch(
+        self,
+        tasks: Sequence[Task],
+        prediction_length: int,
+        quantile_levels: Sequence[float],
+        context_length: int,
+        cross_learning: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass over ``tasks``: (quantiles (rows, H, len(quantile_levels)), means (rows, H)),
+        float32, for every row of every task in order (covariate rows included)."""
+        levels = self.model_quantile_levels
+        contexts, futures, roles, groups = [], [], [], []
+        for group, task in enumerate(tasks):
+            contexts.append(np.concatenate([task.target, task.past, task.known], axis=0)[:, -context_length:])
+            future = np.full((task.num_rows, prediction_length), np.nan)
+            if task.known.shape[0]:
+                future[task.num_rows - task.known.shape[0] :] = task.known_future[:, :prediction_length]
+            futures.append(future)
+            roles.append(task.roles())
+            groups.append(np.full(task.num_rows, 0 if cross_learning else group))
+        width = max(c.shape[1] for c in contexts)
+        context = np.full((sum(len(c) for c in contexts), width), np.nan)
+        start = 0
+        for rows in contexts:  # right-aligned, NaN in front
+            context[start : start + len(rows), width - rows.shape[1] :] = rows
+            start += len(rows)
+        future = np.concatenate(futures)
+        factors = _row_factors(context, future)
+        if (factors != 1).any():  # exact power-of-two rescaling: the model's scaling is affine
+            context, future = context / factors[:, None], future / factors[:, None]
+        device = self.device
+        with torch.no_grad(), autocast(device, self.dtype):
+            forecast = self.model.forecast(
+                torch.as_tensor(context, dtype=torch.float32, device=device),
+                prediction_length,
+                group_ids=torch.as_tensor(np.concatenate(groups), device=device),
+                roles=torch.as_tensor(np.concatenate(roles), device=device),
+                future_covariates=torch.as_tensor(future, dtype=torch.float32, device=device),
+            )
+        batch_quantiles = forecast.float().cpu().numpy() * factors[:, None, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: reported by forecast_tasks
+            requested = interpolate_quantiles(batch_quantiles, levels, quantile_levels).astype(np.float32)
+            means = (batch_quantiles @ mean_weights(levels)).astype(np.float32)
+        return requested, means
 
     # -- numpy route -------------------------------------------------------------------------
     def predict(
@@ -532,7 +589,7 @@ class TSMojoPipeline:
         tasks = tasks_of(inputs)
         validation_tasks = None if validation is None else tasks_of(validation)
         model, fit_history = fine_tune(self.model, tasks, validation_tasks, prediction_length, options)
-        tuned = TSMojoPipeline(model.to(self.device).eval(), dtype=self.dtype)
+        tuned = TSMojoPipeline(model.to(self.device).eval(), dtype=self.dtype, max_batch_workers=self.max_batch_workers)
         tuned.fit_history = fit_history
         if output_dir is not None:
             tuned.save_pretrained(output_dir)
