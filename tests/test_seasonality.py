@@ -9,15 +9,8 @@ import torch
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
 from tsmojo.layers import GroupLayout
-from tsmojo.model import gate_features, hint_fit_features, values_and_presence
-from tsmojo.seasonality import (
-    detect_period,
-    mean_lag_error,
-    seasonal_drift,
-    seasonal_gain,
-    seasonal_hint,
-    seasonal_strength,
-)
+from tsmojo.model import GATE_FEATURES, hint_fit_features, values_and_presence
+from tsmojo.seasonality import detect_period, mean_lag_error, seasonal_drift, seasonal_gain, seasonal_hint
 
 
 def rows(length: int = 1000, seed: int = 0) -> torch.Tensor:
@@ -148,7 +141,7 @@ def test_seasonal_gain_tells_a_clean_cycle_from_one_a_second_cycle_spoils():
     assert gain[4] < 1
     assert torch.isnan(gain[1:3]).all()  # no period
     features = hint_fit_features(x, period)
-    assert features.shape == (5, gate_features(TSMojoConfig())) == (5, 1) and torch.isfinite(features).all()
+    assert features.shape == (5, GATE_FEATURES) and torch.isfinite(features).all()
     assert (features[1:3] == 0).all() and features[0, 0] > 0 > features[4, 0]
     torch.testing.assert_close(features[:, 0], torch.nan_to_num(gain.log(), nan=0.0))
 
@@ -219,43 +212,3 @@ def test_an_open_shortcut_with_drift_follows_a_trend_that_the_plain_one_damps():
 def test_the_drift_needs_the_seasonal_hint():
     with pytest.raises(ValueError, match="seasonal_hint_drift"):
         TSMojoConfig.tiny(seasonal_hint=False, seasonal_hint_drift=True)
-
-
-def test_seasonal_strength_tells_a_smooth_cycle_from_a_smooth_trend():
-    length = 600
-    rng = np.random.default_rng(3)
-    t = np.arange(length)
-    # A smooth cycle whose amplitude changes: copying the last step beats copying the cycle.
-    smooth_cycle = (1 + 0.5 * np.sin(2 * np.pi * t / 100)) * np.sin(2 * np.pi * t / 24)
-    noisy_cycle = np.sin(2 * np.pi * t / 12) + 0.3 * rng.normal(size=length)
-    trend = 0.02 * t + 0.1 * rng.normal(size=length)
-    wander = np.sin(2 * np.pi * t / 500)  # smooth motion with no cycle at the given period
-    x = torch.tensor(np.stack([smooth_cycle, noisy_cycle, trend, wander, trend]), dtype=torch.float32)
-    period = torch.tensor([24, 12, 12, 24, 0])
-    strength = seasonal_strength(x, period)
-    assert seasonal_gain(x[:1], period[:1]) < 1 and strength[0] > 0.8
-    assert 0.2 < strength[1] < 0.9  # the noise's differences do not repeat
-    assert strength[2] < 0.05 and strength[3] < 0.05
-    assert strength[4] == 0  # no period
-    # Missing values and left padding only drop pairs.
-    gappy = x.clone()
-    gappy[:, 100:110] = float("nan")
-    padded = torch.cat([torch.full((5, 50), float("nan")), gappy], dim=1)
-    torch.testing.assert_close(seasonal_strength(padded, period), seasonal_strength(gappy, period))
-    assert seasonal_strength(gappy, period)[0] > 0.8 and seasonal_strength(gappy, period)[2] < 0.05
-
-
-def test_a_strength_reading_gate_gets_both_features():
-    x = rows()
-    period = detect_period(x, 1024, 4096, 0.2)
-    config = TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=True, hint_gate_strength=True)
-    features = hint_fit_features(x, period, strength=True)
-    assert features.shape == (5, gate_features(config)) == (5, 2)
-    torch.testing.assert_close(features[:, 0], hint_fit_features(x, period)[:, 0])
-    torch.testing.assert_close(features[:, 1], seasonal_strength(x, period))
-    model = TSMojoModel(config)
-    assert model.hint_gate.in_features == config.d_model + 2
-    quantiles = model.forecast(x[:, -64:], prediction_length=5)
-    assert quantiles.shape[:2] == (5, 5) and torch.isfinite(quantiles).all()
-    with pytest.raises(ValueError, match="hint_gate_strength"):
-        TSMojoConfig.tiny(seasonal_hint=True, hint_shortcut=False, hint_gate_strength=True)

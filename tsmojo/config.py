@@ -69,10 +69,6 @@ class TSMojoConfig:
     # slope 4, it cost the seasonal sets more than it gained on trending ones, so no recipe but that
     # probe sets it (tsmojo/recipes/mini_r2_probe_gain_gate.yaml).
     hint_gate_gain_slope: float | None = None
-    # With the shortcut: the gate also reads the seasonal strength of the context
-    # (tsmojo.seasonality.seasonal_strength), the share of its step-to-step motion that repeats
-    # with the detected period, beside the log seasonal gain.
-    hint_gate_strength: bool = False
     # The seasonal hint's future values continue the context's cycle-to-cycle drift
     # (tsmojo.seasonality.seasonal_drift) instead of repeating the last cycle at its level, so that
     # the shortcut cannot damp a trend on a context where a period was found. Switched on for the
@@ -96,8 +92,6 @@ class TSMojoConfig:
             raise ValueError(f"rotary_max_period must exceed 2*pi patches, got {self.rotary_max_period}")
         if self.hint_gate_gain_slope is not None and not (self.hint_shortcut and self.seasonal_hint):
             raise ValueError("hint_gate_gain_slope damps the seasonal shortcut: enable seasonal_hint and hint_shortcut")
-        if self.hint_gate_strength and not (self.hint_shortcut and self.seasonal_hint):
-            raise ValueError("hint_gate_strength is read by the seasonal gate: enable seasonal_hint and hint_shortcut")
         if self.seasonal_hint_drift and not self.seasonal_hint:
             raise ValueError("seasonal_hint_drift changes the seasonal hint: enable seasonal_hint")
         if self.hint_shortcut and not (self.seasonal_hint or self.covariate_hint):

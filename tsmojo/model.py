@@ -15,7 +15,7 @@ from tsmojo.config import TSMojoConfig
 from tsmojo.covariate_hint import covariate_regression
 from tsmojo.layers import FUTURE_COVARIATE, PAST_COVARIATE, TARGET, BMojoBlock, GroupLayout, ResidualMLP, RMSNorm
 from tsmojo.metrics import pinball_loss
-from tsmojo.seasonality import detect_period, seasonal_gain, seasonal_hint, seasonal_strength
+from tsmojo.seasonality import detect_period, seasonal_gain, seasonal_hint
 
 _MAX_ASINH = 30.0  # sinh(30) ~ 5e12 standard deviations: far beyond any real forecast
 # Default pass size on CPU. tsmojo-mini on a 2-core Xeon (2 MiB L2 per core): passes of 2k-4k
@@ -77,7 +77,7 @@ class Hints:
 
     seasonal: torch.Tensor | None = None  # the value one detected period earlier (tsmojo.seasonality)
     covariate: torch.Tensor | None = None  # the regression on known-future covariates (tsmojo.covariate_hint)
-    # (B, gate_features(config)): how well the seasonal hint fits the context (hint_fit_features); None
+    # (B, GATE_FEATURES): how well the seasonal hint fits the context (hint_fit_features); None
     # where the config has no seasonal hint or no shortcut to gate.
     fit: torch.Tensor | None = None
 
@@ -85,26 +85,19 @@ class Hints:
         return [h for h in (self.seasonal, self.covariate) if h is not None]
 
 
-def gate_features(config: TSMojoConfig) -> int:
-    """How many context features (:func:`hint_fit_features`) the hint gate reads beside a token."""
-    return 1 + int(config.hint_gate_strength)
+GATE_FEATURES = 1
 
 
-def hint_fit_features(scaled: torch.Tensor, period: torch.Tensor, strength: bool = False) -> torch.Tensor:
-    """(B, 1) or, with ``strength``, (B, 2) for the hint gate: the log gain of copying the last
-    cycle over copying the last step on the context (tsmojo.seasonality.seasonal_gain), then the
-    seasonal strength (tsmojo.seasonality.seasonal_strength); 0 where a row has no period.
+def hint_fit_features(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """(B, GATE_FEATURES) for the hint gate: the log gain of copying the last cycle over copying
+    the last step on the context (tsmojo.seasonality.seasonal_gain); 0 where a row has no period.
 
     Whether a copied cycle will beat the head is a property of the whole context that a small
-    model's last layer does not reliably carry. The features are scale-free on purpose: a gate that
+    model's last layer does not reliably carry. The gain is scale-free on purpose: a gate that
     also read the seasonal-naive error itself learnt "small error: copy", which smooth trending
     series (a short detected period, copied a few steps late) also satisfy, and it lost 25% on
-    fred_md and 9% on m4_weekly (tsmojo/recipes/mini_v11_fit.yaml). The gain alone is below 1 on
-    smooth seasonal series as on smooth trends; the strength tells them apart."""
-    log_gain = torch.nan_to_num(seasonal_gain(scaled, period).log()[:, None], nan=0.0, posinf=0.0, neginf=0.0)
-    if not strength:
-        return log_gain
-    return torch.cat([log_gain, seasonal_strength(scaled, period)[:, None]], dim=-1)
+    fred_md and 9% on m4_weekly (tsmojo/recipes/mini_v11_fit.yaml)."""
+    return torch.nan_to_num(seasonal_gain(scaled, period).log()[:, None], nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def values_and_presence(patches: torch.Tensor) -> torch.Tensor:
@@ -173,8 +166,7 @@ class TSMojoModel(nn.Module):
             self.covariate_hint_embed = zero_initialised(ResidualMLP(2 * p, config.d_ff // 4, d))
         if config.hint_shortcut:
             # Zero at first as well: a trained model keeps its forecasts until training opens it.
-            hinted = int(config.seasonal_hint) + int(config.covariate_hint)
-            self.hint_gate = nn.Linear(d + gate_features(config), p * hinted)
+            self.hint_gate = nn.Linear(d + GATE_FEATURES, p * (int(config.seasonal_hint) + int(config.covariate_hint)))
             nn.init.zeros_(self.hint_gate.weight)
             nn.init.zeros_(self.hint_gate.bias)
         self.blocks = nn.ModuleList(BMojoBlock(config) for _ in range(config.num_layers))
@@ -250,7 +242,7 @@ class TSMojoModel(nn.Module):
             future_steps = num_future * cfg.patch_size
             hints.seasonal = seasonal_hint(scaled, period, future_steps, cfg.seasonal_hint_drift).view_as(patches)
             if cfg.hint_shortcut:
-                hints.fit = hint_fit_features(scaled[:, -cfg.hint_window :], period, cfg.hint_gate_strength)
+                hints.fit = hint_fit_features(scaled[:, -cfg.hint_window :], period)
         if cfg.covariate_hint:
             values = patches.reshape(batch, -1)
             context_steps = values.shape[1] - num_future * cfg.patch_size
@@ -272,7 +264,7 @@ class TSMojoModel(nn.Module):
         x: (B, F, d) future tokens after the last block; the gate also reads ``hints.fit``.
         """
         batch, num_future, p = x.shape[0], x.shape[1], self.config.patch_size
-        fit = hints.fit if hints.fit is not None else x.new_zeros(batch, gate_features(self.config))
+        fit = hints.fit if hints.fit is not None else x.new_zeros(batch, GATE_FEATURES)
         gates = self.hint_gate(torch.cat([x, fit[:, None].expand(-1, num_future, -1)], dim=-1))
         gates = gates.view(batch, num_future, -1, p)
         slope = self.config.hint_gate_gain_slope

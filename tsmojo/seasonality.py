@@ -128,39 +128,3 @@ def seasonal_gain(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     seasonal_error = torch.where(period > 0, seasonal_error, torch.full_like(seasonal_error, float("nan")))
     step_error = mean_lag_error(scaled, torch.ones_like(period))
     return step_error / seasonal_error.clamp(min=_NAIVE_ERROR_FLOOR)
-
-
-def seasonal_strength(scaled: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
-    """How much of the step-to-step motion of each row repeats with its period, (B,) in [0, 1]:
-    the share of the variance of the context's observed first differences that their mean at
-    each phase of the cycle explains, less the share that chance alone explains (``m - 1`` of the
-    ``n - 1`` degrees of freedom of ``n`` differences), rescaled to 1 at a perfect repeat and
-    floored at 0. 0 where a row has no period (0) or fewer than two differences per phase.
-
-    A steady cycle scores near 1 however smooth it is, while a trend, a random walk or a smooth
-    wander, whose differences do not depend on the phase, scores near 0 whatever period
-    :func:`detect_period` found for it. The seasonal gain cannot tell those apart: on a smooth
-    series, copying the last step beats copying any cycle.
-
-    scaled: (B, L) with NaN; period: (B,) int64.
-    """
-    x = scaled.double()
-    diff = x[:, 1:] - x[:, :-1]
-    observed = ~torch.isnan(diff)
-    values = torch.where(observed, diff, 0.0)
-    weight = observed.double()
-    m = period.clamp(min=1)[:, None]
-    phase = torch.arange(diff.shape[1], device=scaled.device)[None, :] % m
-    bins = int(period.max().clamp(min=1))
-    count = torch.zeros(diff.shape[0], bins, dtype=torch.float64, device=scaled.device).scatter_add_(1, phase, weight)
-    total = torch.zeros_like(count).scatter_add_(1, phase, values)
-    phase_mean = total / count.clamp(min=1)
-    n = weight.sum(-1)
-    grand = values.sum(-1) / n.clamp(min=1)
-    spread = ((values - grand[:, None]) ** 2 * weight).sum(-1)
-    explained = (count * (phase_mean - grand[:, None]) ** 2).sum(-1)
-    share = explained / spread.clamp(min=1e-12)
-    chance = (m[:, 0] - 1) / (n - 1).clamp(min=1)
-    strength = ((share - chance) / (1 - chance).clamp(min=1e-12)).clamp(0.0, 1.0)
-    usable = (period > 0) & (n >= 2 * m[:, 0]) & (spread > 1e-12)
-    return torch.where(usable, strength, torch.zeros_like(strength)).to(scaled.dtype)
