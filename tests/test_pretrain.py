@@ -44,6 +44,16 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
     first_log = logs[0].read_text()
     assert "train_loss" in first_log and "val_wql" in first_log  # validation ran at step 5
 
+    # Resuming a finished run trains nothing and exports its weights again (the committed state
+    # of a long run keeps the checkpoint only).
+    (run_dir / "model" / "model.safetensors").unlink()
+    third = run("--tiny", "--max-steps", "10", "--run-dir", str(run_dir), "--resume")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 10
+    exported = TSMojoModel.from_pretrained(run_dir / "model")
+    pairs = zip(exported.state_dict().values(), model_after_second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:
     result = run("--tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "none"), "--resume")

@@ -207,6 +207,7 @@ class ThroughputAndExport(pl.Callback):
         self.start = self.last_export = time.time()
         self.series = 0
         self.window_start, self.window_series = time.time(), 0
+        self.exported = False
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         # Lightning runs checkpoint callbacks last, so this stops the run before a checkpoint or
@@ -237,7 +238,7 @@ class ThroughputAndExport(pl.Callback):
         self.export(trainer, module)
 
     def export(self, trainer, module) -> None:
-        self.last_export = time.time()
+        self.last_export, self.exported = time.time(), True
         if not trainer.is_global_zero:
             return
         module.averaged_model.save_pretrained(self.export_dir)
@@ -455,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.time()
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if args.resume else None)
+    if not exporter.exported:  # a resumed run that had already reached max_steps trains no step
+        exporter.export(trainer, module)
     checkpoint_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(checkpoint_path)
     if trainer.is_global_zero:
