@@ -147,7 +147,7 @@ def test_batches_forecast_side_by_side_give_the_numbers_of_one_by_one(pipeline):
         torch.set_num_threads(1)
         assert batch_workers(7, torch.device("cpu")) == (1, 1)
         one_by_one, one_by_one_mean = pipeline.predict(inputs, 24, batch_size=2)
-        torch.set_num_threads(2)  # 7 batches: two workers of one thread each
+        torch.set_num_threads(2)  # 8 batches of at most 2 rows: two workers of one thread each
         assert batch_workers(7, torch.device("cpu")) == (2, 1)
         side_by_side, side_by_side_mean = pipeline.predict(inputs, 24, batch_size=2)
     finally:

@@ -141,7 +141,7 @@ class TSMojoPipeline:
         ``torch.float32`` / ``"float32"`` or ``torch.bfloat16`` / ``"bfloat16"`` force one. Weights
         stay float32; bfloat16 runs the encoder under ``torch.autocast``
         (``tsmojo.precision``).
-        ``max_batch_workers``: on a CPU, most batches forecast side by side (:func:`batch_workers`).
+        ``max_batch_workers``: on a CPU, the most batches forecast at once (:func:`batch_workers`).
         """
         path = Path(name_or_path)
         if not path.is_dir():
