@@ -134,3 +134,38 @@ def test_speed_targets_compare_only_measured_pairs():
     assert not any("unavailable" in line or "bf16" in line for line in lines)
     alone = targets_summary(frame[frame["model"] == "tsmojo"], {})
     assert alone[-1] == "32,768-point comparison with Chronos-2 unavailable (not run or failed)"
+
+
+def test_series_wql_parts_add_up_to_the_dataset_wql_and_the_gap_table_ranks_the_series():
+    from benchmarks.wql_gap import gap_table, series_wql_parts
+    from tsmojo.metrics import weighted_quantile_loss
+
+    rng = np.random.default_rng(0)
+    levels = [0.1, 0.5, 0.9]
+    labels = [rng.normal(loc, 1.0, size=6) for loc in (1.0, 100.0, 5.0)]
+    labels[2][[1, 4]] = np.nan  # missing labels count neither loss nor |y|
+    forecasts = [np.sort(rng.normal(y[:, None], 2.0, size=(6, 3)), axis=1) for y in labels]
+    parts = series_wql_parts(labels, forecasts, levels)
+    stacked = weighted_quantile_loss(np.concatenate(labels), np.concatenate(forecasts), levels)
+    assert parts.sum() == pytest.approx(stacked, rel=1e-12)
+
+    worse = [f.copy() for f in forecasts]
+    worse[1] = worse[1] + 30.0  # the large series moves most of the gap
+    dataset = EvalDataset(
+        name="toy", freq="D", prediction_length=6, seasonality=1, item_ids=["a", "b", "c"],
+        starts=[pd.Period("2020-01-01", "D")] * 3,
+        targets=[np.concatenate([np.arange(10.0), y]) for y in labels],
+    )  # fmt: skip
+    table = gap_table(dataset, parts, series_wql_parts(labels, worse, levels), top=2)
+    assert len(table) == 2 and table["item_id"].iloc[0] == "b"
+    assert table["share_of_gap"].iloc[0] == pytest.approx(1.0)
+    assert table["last_value"].iloc[0] == 9.0
+
+
+def test_worst_series_swapped_gives_each_model_the_other_models_loss_on_its_worst_series():
+    from benchmarks.wql_gap import worst_series_swapped
+
+    baseline, candidate = np.array([1.0, 5.0, 2.0]), np.array([4.0, 1.0, 2.5])
+    swapped_baseline, swapped_candidate = worst_series_swapped(baseline, candidate)
+    np.testing.assert_array_equal(swapped_baseline, [1.0, 1.0, 2.0])  # its worst: series 1 (5 against 1)
+    np.testing.assert_array_equal(swapped_candidate, [1.0, 1.0, 2.5])  # its worst: series 0 (4 against 1)
