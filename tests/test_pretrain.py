@@ -1,6 +1,7 @@
 """`tsmojo pretrain` runs from scratch, checkpoints, and resumes from its own checkpoint."""
 
 import json
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -53,6 +54,22 @@ def test_pretrain_from_scratch_then_resume(tmp_path) -> None:
     exported = TSMojoModel.from_pretrained(run_dir / "model")
     pairs = zip(exported.state_dict().values(), model_after_second.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_run_resumed_in_a_folder_of_another_name_keeps_checkpointing_to_last_ckpt(tmp_path) -> None:
+    # A fork copies a run's folder under a new name. Lightning does not take the copied last.ckpt
+    # for its own and used to write the periodic checkpoints to last-v1.ckpt, so a fork stopped by
+    # hand resumed from where it had started.
+    config = tmp_path / "recipe.yaml"
+    config.write_text("checkpoint_minutes: 0.00001\n")  # a checkpoint after every step
+    first_dir, fork_dir = tmp_path / "run", tmp_path / "fork"
+    first = run("--tiny", "--config", str(config), "--max-steps", "3", "--run-dir", str(first_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(first_dir, fork_dir)
+    fork = run("--tiny", "--config", str(config), "--max-steps", "6", "--run-dir", str(fork_dir), "--resume")
+    assert fork.returncode == 0, fork.stderr[-3000:]
+    assert sorted(p.name for p in (fork_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(fork_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
 
 
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:

@@ -432,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         save_last=True,
         save_top_k=0,
         train_time_interval=timedelta(minutes=config.checkpoint_minutes),
+        # A resumed copy of a run under another folder name (a fork) holds a last.ckpt that
+        # Lightning does not take for its own; with a version counter it would checkpoint to
+        # last-v1.ckpt and leave last.ckpt, the one --resume reads, at the fork's start.
+        enable_version_counter=False,
     )
     exporter = ThroughputAndExport(export_dir, args.max_time, config.checkpoint_minutes, summary)
     distributed = args.devices * args.num_nodes > 1
