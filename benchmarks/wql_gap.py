@@ -5,7 +5,8 @@
 BASELINE and CANDIDATE are bundled model names or model directories. WQL divides the quantile
 losses summed over a dataset by the sum of ``|y|``, so each series adds its own losses over that
 common sum, and a few series of large scale can carry a dataset's score: on fred_md, one series of
-about two million made 93% of the gap between two of our models. For each dataset this prints both
+about two million makes 99% of the gap between tsmojo-mini-v8 and a fork of mini_r2
+(``results/wql_gap_r2_late_short.md``). For each dataset this prints both
 models' WQL and the series with the largest part of the gap, so a difference can be read as broad
 or as a handful of series before it is acted on.
 
@@ -38,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     load_dataset,
     seasonal_naive_values,
 )
+from tsmojo import TSMojoPipeline  # noqa: E402
 from tsmojo.metrics import quantile_loss_sums  # noqa: E402
 
 
@@ -87,11 +89,8 @@ def worst_series_swapped(baseline: np.ndarray, candidate: np.ndarray) -> tuple[n
     return swapped_baseline, swapped_candidate
 
 
-def model_forecasts(model: str, dataset: EvalDataset) -> list[np.ndarray]:
-    """(H, Q) forecasts of ``model`` at ``EVAL_QUANTILES`` for each test window of ``dataset``."""
-    from tsmojo import TSMojoPipeline
-
-    pipeline = TSMojoPipeline.from_pretrained(model)
+def model_forecasts(pipeline: TSMojoPipeline, dataset: EvalDataset) -> list[np.ndarray]:
+    """(H, Q) forecasts of ``pipeline`` at ``EVAL_QUANTILES`` for each test window of ``dataset``."""
     quantiles, _ = pipeline.predict(dataset.contexts, dataset.prediction_length, quantile_levels=list(EVAL_QUANTILES))
     return [q[0] for q in quantiles]
 
@@ -124,11 +123,15 @@ def main(argv: Sequence[str] | None = None) -> str:
         "baseline, swapped": [],
         "candidate, swapped": [],
     }
+    pipelines = {
+        "baseline": TSMojoPipeline.from_pretrained(args.baseline),
+        "candidate": TSMojoPipeline.from_pretrained(args.candidate),
+    }
     for name in args.datasets.split(","):
         dataset = load_dataset(name)
         parts = {
-            role: series_wql_parts(dataset.labels, model_forecasts(model, dataset), EVAL_QUANTILES)
-            for role, model in (("baseline", args.baseline), ("candidate", args.candidate))
+            role: series_wql_parts(dataset.labels, model_forecasts(pipeline, dataset), EVAL_QUANTILES)
+            for role, pipeline in pipelines.items()
         }
         naive = series_wql_parts(dataset.labels, list(seasonal_naive_values(dataset)), EVAL_QUANTILES).sum()
         swapped = worst_series_swapped(parts["baseline"], parts["candidate"])
