@@ -243,6 +243,32 @@ def load_dataset(
     )
 
 
+def earlier_window(dataset: EvalDataset, windows_back: int) -> tuple[EvalDataset, list[str]]:
+    """``dataset`` with its test window moved ``windows_back`` horizons earlier: every series loses
+    its last ``windows_back * prediction_length`` points, so the label is the window before them
+    and the context everything earlier. Returns the moved dataset and the ids of the series left
+    out because no context point would remain (they are not silently dropped: the caller reports
+    them). ``windows_back=0`` is the benchmark's own window."""
+    if windows_back < 0:
+        raise ValueError(f"windows_back must be >= 0, got {windows_back}")
+    cut = windows_back * dataset.prediction_length
+    kept = [i for i, t in enumerate(dataset.targets) if len(t) - cut > dataset.prediction_length]
+    kept_set = set(kept)
+    left_out = [item for i, item in enumerate(dataset.item_ids) if i not in kept_set]
+    moved = EvalDataset(
+        name=dataset.name,
+        freq=dataset.freq,
+        prediction_length=dataset.prediction_length,
+        seasonality=dataset.seasonality,
+        item_ids=[dataset.item_ids[i] for i in kept],
+        starts=[dataset.starts[i] for i in kept],
+        targets=[dataset.targets[i][: len(dataset.targets[i]) - cut] for i in kept],
+        published_name=None if windows_back else dataset.published_name,
+        meta=dataset.meta,
+    )
+    return moved, left_out
+
+
 # ----------------------------------------------------------------------------------------------
 # Forecasts and metrics
 # ----------------------------------------------------------------------------------------------

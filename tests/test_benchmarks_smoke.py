@@ -16,6 +16,7 @@ from benchmarks.common import (
     EVAL_QUANTILES,
     DatasetSpec,
     EvalDataset,
+    earlier_window,
     geometric_mean,
     load_dataset,
     published_results_path,
@@ -169,3 +170,33 @@ def test_worst_series_swapped_gives_each_model_the_other_models_loss_on_its_wors
     swapped_baseline, swapped_candidate = worst_series_swapped(baseline, candidate)
     np.testing.assert_array_equal(swapped_baseline, [1.0, 1.0, 2.0])  # its worst: series 1 (5 against 1)
     np.testing.assert_array_equal(swapped_candidate, [1.0, 1.0, 2.5])  # its worst: series 0 (4 against 1)
+
+
+def test_an_earlier_window_moves_every_label_back_one_horizon_and_names_the_series_it_leaves_out():
+    dataset = EvalDataset(
+        name="toy", freq="D", prediction_length=3, seasonality=1, item_ids=["long", "short"],
+        starts=[pd.Period("2020-01-01", "D")] * 2, targets=[np.arange(10.0), np.arange(6.0)],
+        published_name="toy_published",
+    )  # fmt: skip
+    same, left_out = earlier_window(dataset, 0)
+    assert left_out == [] and same.labels[1].tolist() == [3.0, 4.0, 5.0] and same.published_name == "toy_published"
+
+    moved, left_out = earlier_window(dataset, 1)
+    assert moved.item_ids == ["long"] and left_out == ["short"]  # 6 - 3 points leave no context
+    assert moved.labels[0].tolist() == [4.0, 5.0, 6.0] and moved.contexts[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert moved.starts == [pd.Period("2020-01-01", "D")] and moved.published_name is None
+    with pytest.raises(ValueError, match="windows_back"):
+        earlier_window(dataset, -1)
+
+
+def test_the_windows_aggregate_takes_geometric_means_per_window_and_over_every_pair():
+    from benchmarks.earlier_windows import aggregate
+
+    scores = pd.DataFrame(
+        dict(model="m", dataset=["a", "b", "a", "b"], window=[0, 0, 1, 1], rel_MASE=[0.5, 2.0, 1.0, 4.0],
+             rel_WQL=[1.0, 1.0, 0.25, 1.0])
+    )  # fmt: skip
+    summary = aggregate(scores).set_index("window")
+    assert summary.loc["0", "MASE"] == pytest.approx(1.0) and summary.loc["1", "MASE"] == pytest.approx(2.0)
+    assert summary.loc["all", "MASE"] == pytest.approx(2**0.5)
+    assert summary.loc["all", "WQL"] == pytest.approx(0.25**0.25)

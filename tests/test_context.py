@@ -1,5 +1,6 @@
 """Context length: the API uses what it is asked for up to the model's maximum, warns beyond it,
-and the bundled model stays finite and sane far beyond its longest training context."""
+the bundled model stays finite and sane far beyond its longest training context, and a context of
+one value (or a few equal ones) is forecast near that value."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from tsmojo import TSMojoModel
 from tsmojo.bundled import BUNDLED_DIR, bundled_models
 from tsmojo.config import TSMojoConfig
+from tsmojo.model import MIN_CONSTANT_CONTEXT, extend_short_constant_rows
 from tsmojo.pipeline import TSMojoPipeline
 
 
@@ -91,3 +93,44 @@ def test_bundled_model_is_finite_and_sane_at_four_times_its_longest_training_con
     assert recent.min() - spread < median.min() and median.max() < recent.max() + spread
     last_cycles = np.concatenate([series[-period:], series[-period:]])
     assert np.corrcoef(median, last_cycles)[0, 1] > 0.8
+
+
+def test_short_constant_rows_are_extended_and_varying_or_long_rows_are_not():
+    nan = float("nan")
+    context = torch.tensor(
+        [
+            [nan, nan, nan, 7.0],  # one value: three steps of room, one more column needed
+            [5.0, nan, 5.0, nan],  # two equal values with gaps: the gap before the last is filled first
+            [nan, nan, 1.0, 2.0],  # short but varying
+            [nan, nan, nan, nan],  # nothing observed: nothing to repeat
+        ]
+    )
+    extended = extend_short_constant_rows(context, count=4)
+    assert extended.shape == (4, 5)
+    torch.testing.assert_close(extended[0], torch.tensor([nan, 7.0, 7.0, 7.0, 7.0]), equal_nan=True)
+    torch.testing.assert_close(extended[1], torch.tensor([5.0, 5.0, 5.0, 5.0, nan]), equal_nan=True)
+    torch.testing.assert_close(extended[2:, 1:], context[2:], equal_nan=True)
+    assert torch.isnan(extended[2:, 0]).all()
+    sparse = torch.tensor([[5.0] + [nan] * 6 + [5.0, 5.0]])
+    torch.testing.assert_close(
+        extend_short_constant_rows(sparse, count=4), torch.tensor([[5.0] + [nan] * 5 + [5.0] * 3]), equal_nan=True
+    )
+    long_constant = torch.full((2, 6), 3.0)
+    assert extend_short_constant_rows(long_constant, count=4) is long_constant
+
+
+@pytest.mark.parametrize("name", bundled_models())
+def test_a_context_of_one_value_or_a_few_equal_ones_is_forecast_near_that_value(name):
+    # Before the short rows were extended, tsmojo-mini-v8 forecast [100] as about 1,057, with a
+    # 90% quantile of 322,000, and [100, 100, 100] 35% too high.
+    pipeline = TSMojoPipeline.from_pretrained(BUNDLED_DIR / name, dtype="float32")
+    levels = [0.1, 0.5, 0.9]
+    for value in (100.0, 1.88e7, -3.0):
+        contexts = [np.full(n, value) for n in range(1, MIN_CONSTANT_CONTEXT + 1)]
+        quantiles, _ = pipeline.predict(contexts, prediction_length=12, quantile_levels=levels)
+        for n, forecast in zip(range(1, MIN_CONSTANT_CONTEXT + 1), quantiles, strict=True):
+            forecast = np.asarray(forecast).reshape(12, len(levels))
+            assert np.abs(forecast[:, 1] / value - 1).max() < 0.2, (name, value, n)
+            # The first tsmojo-mini spreads five equal values to 45..280: wide, but not the 3,000x of a stub.
+            assert np.abs(forecast[:, [0, 2]] / value - 1).max() < 2.0, (name, value, n)
+        torch.testing.assert_close(torch.tensor(np.asarray(quantiles[0])), torch.tensor(np.asarray(quantiles[-1])))
