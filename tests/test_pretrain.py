@@ -72,6 +72,30 @@ def test_a_run_resumed_in_a_folder_of_another_name_keeps_checkpointing_to_last_c
     assert torch.load(fork_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
 
 
+def test_a_stop_file_stops_the_run_cleanly_and_is_removed(tmp_path) -> None:
+    model = TSMojoModel(TSMojoConfig.tiny())
+    stop_file = tmp_path / "STOP"
+    exporter = ThroughputAndExport(tmp_path / "model", None, export_minutes=60.0, summary={}, stop_file=stop_file)
+    trainer = SimpleNamespace(global_step=3, world_size=1, should_stop=False)
+    module = SimpleNamespace(model=model, log=lambda *args, **kwargs: None)
+    batch = {"context": torch.zeros(2, 8)}
+    exporter.on_train_batch_end(trainer, module, None, batch, 0)
+    assert not trainer.should_stop
+    stop_file.touch()
+    exporter.on_train_batch_end(trainer, module, None, batch, 1)
+    assert trainer.should_stop
+
+    # End to end: a stale request is removed at the start, and a run stopped by one ends with its
+    # checkpoint and export, and without the file.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "STOP").touch()
+    finished = run("--tiny", "--max-steps", "3", "--run-dir", str(run_dir))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "removed a stale" in finished.stdout and not (run_dir / "STOP").exists()
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 3
+
+
 def test_resume_without_checkpoint_fails_clearly(tmp_path) -> None:
     result = run("--tiny", "--max-steps", "2", "--run-dir", str(tmp_path / "none"), "--resume")
     assert result.returncode != 0 and "no checkpoint" in result.stderr

@@ -7,8 +7,10 @@
 
 Checkpoints (Lightning, for resuming) go to RUN_DIR/checkpoints every few minutes; the model
 itself is exported as safetensors + config.json to RUN_DIR/model (or --export-dir) at every
-checkpoint and at the end. Metrics are logged to RUN_DIR/logs/from_step_N/metrics.csv, one
-folder per run so a resumed run never overwrites the learning curve of the previous ones.
+checkpoint and at the end. To stop a run early and cleanly (a final checkpoint and export, as at
+--max-time), create the file RUN_DIR/STOP: the run stops after its current step and removes it.
+Metrics are logged to RUN_DIR/logs/from_step_N/metrics.csv, one folder per run so a resumed run
+never overwrites the learning curve of the previous ones.
 """
 
 from __future__ import annotations
@@ -198,11 +200,23 @@ class PretrainData(pl.LightningDataModule):
         return DataLoader(BatchList(validation_batches(self.sampler, self.config)), batch_size=None)
 
 
-class ThroughputAndExport(pl.Callback):
-    """Logs series/s, stops at the wall-clock budget, exports safetensors at each checkpoint."""
+STOP_FILE = "STOP"  # created in a run directory, it stops the run cleanly after the current step
 
-    def __init__(self, export_dir: Path, max_seconds: float | None, export_minutes: float, summary: dict) -> None:
+
+class ThroughputAndExport(pl.Callback):
+    """Logs series/s, stops at the wall-clock budget or when ``stop_file`` exists, exports
+    safetensors at each checkpoint."""
+
+    def __init__(
+        self,
+        export_dir: Path,
+        max_seconds: float | None,
+        export_minutes: float,
+        summary: dict,
+        stop_file: Path | None = None,
+    ) -> None:
         self.export_dir, self.max_seconds, self.export_seconds = export_dir, max_seconds, export_minutes * 60
+        self.stop_file = stop_file
         self.summary = summary
         self.start = self.last_export = time.time()
         self.series = 0
@@ -228,10 +242,11 @@ class ThroughputAndExport(pl.Callback):
             self.window_start, self.window_series = now, 0
         if time.time() - self.last_export > self.export_seconds:
             self.export(trainer, module)
-        out_of_time = self.max_seconds is not None and time.time() - self.start > self.max_seconds
+        stop = self.max_seconds is not None and time.time() - self.start > self.max_seconds
+        stop = stop or (self.stop_file is not None and self.stop_file.exists())
         if trainer.world_size > 1:
-            out_of_time = trainer.strategy.reduce_boolean_decision(out_of_time, all=False)
-        if out_of_time:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
             trainer.should_stop = True
 
     def on_train_end(self, trainer, module) -> None:
@@ -437,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         # last-v1.ckpt and leave last.ckpt, the one --resume reads, at the fork's start.
         enable_version_counter=False,
     )
-    exporter = ThroughputAndExport(export_dir, args.max_time, config.checkpoint_minutes, summary)
+    stop_file = run_dir / STOP_FILE
+    if stop_file.exists():  # left by a run that was asked to stop and did not get to remove it
+        stop_file.unlink()
+        print(f"pretrain: removed a stale {stop_file}")
+    exporter = ThroughputAndExport(export_dir, args.max_time, config.checkpoint_minutes, summary, stop_file)
     distributed = args.devices * args.num_nodes > 1
     trainer = pl.Trainer(
         accelerator=args.accelerator,
@@ -464,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         exporter.export(trainer, module)
     checkpoint_path = checkpoint_dir / "last.ckpt"
     trainer.save_checkpoint(checkpoint_path)
+    if trainer.is_global_zero:
+        stop_file.unlink(missing_ok=True)  # the request is served: the next --resume trains on
     if trainer.is_global_zero:
         print(
             f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
