@@ -485,7 +485,6 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_checkpoint(checkpoint_path)
     if trainer.is_global_zero:
         stop_file.unlink(missing_ok=True)  # the request is served: the next --resume trains on
-    if trainer.is_global_zero:
         print(
             f"pretrain: {trainer.global_step} steps, {exporter.series} series in {time.time() - started:.0f}s "
             f"({exporter.series / max(time.time() - started, 1e-9):.1f} series/s); model -> {export_dir}; "
