@@ -368,7 +368,7 @@ class TSMojoModel(nn.Module):
                 prediction = self.hint_shortcut(x, hints, prediction)
 
         # The loss reads the unbounded prediction, so training is unchanged.
-        bound = self.to_model_space(context, loc, scale).abs().nan_to_num(nan=0.0).amax(1, keepdim=True)
+        bound = patches[:, :-num_future].abs().nan_to_num(nan=0.0).amax(dim=(1, 2))[:, None]  # the scaled context
         bounded = torch.minimum(prediction, (bound + FORECAST_MARGIN)[..., None])
         bounded = torch.maximum(bounded, -(bound + FORECAST_MARGIN)[..., None])
         output = TSMojoOutput(quantiles=self.from_model_space(bounded, loc[..., None], scale[..., None]))
