@@ -29,7 +29,7 @@ from benchmarks.common import (  # noqa: E402
     seasonal_naive_values,
 )
 from tsmojo import TSMojoModel  # noqa: E402
-from tsmojo.bundled import BUNDLED_DIR  # noqa: E402
+from tsmojo.bundled import model_directory  # noqa: E402
 
 
 def relative_mase(model: TSMojoModel, name: str, context_length: int) -> float:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-memory", action="store_true", help="empty the eidetic memory")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    path = Path(args.model) if Path(args.model).is_dir() else BUNDLED_DIR / args.model
+    path = model_directory(args.model)
     model = TSMojoModel.from_pretrained(path)
     contexts = [int(c) for c in args.contexts.split(",")]
     model.config.max_context_length = max(contexts + [model.config.max_context_length])

@@ -39,6 +39,7 @@ from benchmarks.common import (  # noqa: E402
     load_dataset,
 )
 from benchmarks.zero_shot import run_model  # noqa: E402
+from tsmojo import TSMojoPipeline  # noqa: E402
 
 
 def window_scores(
@@ -47,13 +48,15 @@ def window_scores(
     """One row per (model, dataset, window): MASE and WQL relative to seasonal naive on that
     window, and the number of series scored and left out."""
     rows = []
+    # Loaded once: the predictor built for each (dataset, window) then reuses the pipeline.
+    pipelines = {model: TSMojoPipeline.from_pretrained(model) for model in models}
     for name in datasets:
         full = load_dataset(name)
         for back in range(windows):
             dataset, left_out = earlier_window(full, back)
             naive = run_model(dataset, "seasonal_naive")
             for model in models:
-                scores = run_model(dataset, "tsmojo", model_path=model, batch_size=batch_size)
+                scores = run_model(dataset, "tsmojo", model_path=pipelines[model], batch_size=batch_size)
                 rows.append(
                     dict(
                         model=model,

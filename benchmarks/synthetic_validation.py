@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tsmojo import TSMojoModel  # noqa: E402
-from tsmojo.bundled import BUNDLED_DIR  # noqa: E402
+from tsmojo.bundled import model_directory  # noqa: E402
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series  # noqa: E402
 from tsmojo.data.tasks import TaskSampler  # noqa: E402
 from tsmojo.lightning_module import batch_loss  # noqa: E402
@@ -37,7 +37,7 @@ def validation_losses(models: list[str | Path], recipe: Path = DEFAULT_RECIPE) -
     batches = validation_batches(sampler, config)
     results = {}
     for name in models:
-        path = Path(name) if Path(name).is_dir() else BUNDLED_DIR / str(name)
+        path = model_directory(name)
         model = TSMojoModel.from_pretrained(path)
         losses: dict[str, list[float]] = {}
         with torch.no_grad():

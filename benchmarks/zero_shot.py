@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ from benchmarks.common import (  # noqa: E402
 )
 from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL  # noqa: E402
 
+if TYPE_CHECKING:
+    from tsmojo import TSMojoPipeline
+
 DEFAULT_MODEL_PATH = BUNDLED_DIR / DEFAULT_MODEL
 MEASURED_MODELS = ("tsmojo", "seasonal_naive", *STATS_MODELS)
 # Published models shown beside ours (names as normalised by ``load_published``).
@@ -71,19 +75,23 @@ SN_TOLERANCE = 1e-3
 # tsmojo through GluonTS
 # ----------------------------------------------------------------------------------------------
 def make_tsmojo_predictor(
-    prediction_length: int, model_path: str | Path, batch_size: int, tsmojo_options: dict | None = None
+    prediction_length: int, model_path: str | Path | TSMojoPipeline, batch_size: int, tsmojo_options: dict | None = None
 ):
     """``TSMojoPredictor`` of ``tsmojo.gluonts`` (its default 21 quantile levels include 0.1..0.9).
+    ``model_path``: a bundled model name, a model directory or a loaded pipeline (reused as is).
     ``tsmojo_options``: further predictor arguments (``context_length``, ``dtype``)."""
     from tsmojo.gluonts import TSMojoPredictor
 
     return TSMojoPredictor(
-        str(model_path), prediction_length=prediction_length, batch_size=batch_size, **(tsmojo_options or {})
+        model_path, prediction_length=prediction_length, batch_size=batch_size, **(tsmojo_options or {})
     )
 
 
 def tsmojo_forecasts(
-    dataset: EvalDataset, model_path: str | Path, batch_size: int = 256, tsmojo_options: dict | None = None
+    dataset: EvalDataset,
+    model_path: str | Path | TSMojoPipeline,
+    batch_size: int = 256,
+    tsmojo_options: dict | None = None,
 ) -> tuple[list, float]:
     """Forecasts of the GluonTS predictor on the test windows and the seconds they took."""
     predictor = make_tsmojo_predictor(dataset.prediction_length, model_path, batch_size, tsmojo_options)
@@ -104,7 +112,7 @@ def _cache_path(cache_dir: Path, dataset: EvalDataset, model: str, stats_max_con
 def run_model(
     dataset: EvalDataset,
     model: str,
-    model_path: str | Path = DEFAULT_MODEL_PATH,
+    model_path: str | Path | TSMojoPipeline = DEFAULT_MODEL_PATH,
     batch_size: int = 256,
     n_jobs: int = 2,
     stats_max_context: int = STATS_MAX_CONTEXT,

@@ -200,3 +200,17 @@ def test_the_windows_aggregate_takes_geometric_means_per_window_and_over_every_p
     assert summary.loc["0", "MASE"] == pytest.approx(1.0) and summary.loc["1", "MASE"] == pytest.approx(2.0)
     assert summary.loc["all", "MASE"] == pytest.approx(2**0.5)
     assert summary.loc["all", "WQL"] == pytest.approx(0.25**0.25)
+
+
+@needs_data
+def test_window_scores_forecasts_each_window_with_one_loaded_model(tmp_path):
+    from benchmarks.earlier_windows import window_scores
+    from tests.helpers import tiny_model
+
+    model_dir = tmp_path / "tiny"
+    tiny_model().save_pretrained(model_dir)
+    scores = window_scores([str(model_dir)], ["hospital"], windows=2, verbose=False)
+    assert scores["window"].tolist() == [0, 1] and (scores["left_out"] == 0).all()
+    assert np.isfinite(scores[["rel_MASE", "rel_WQL"]].to_numpy()).all()
+    # The two windows are different data, so a model's scores on them differ.
+    assert scores["rel_MASE"].iloc[0] != scores["rel_MASE"].iloc[1]

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import random_walks
+from tests.helpers import random_walks, tiny_model
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
-from tsmojo.lightning_module import TSMojoLightningModule
+from tsmojo.lightning_module import TSMojoLightningModule, batch_loss, teacher_prediction
 from tsmojo.pretrain import ThroughputAndExport
 
 
@@ -361,3 +361,85 @@ def test_a_compacted_checkpoint_resumes(tmp_path) -> None:
     assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 6
     missing = run("--compact", "--run-dir", str(tmp_path / "none"))
     assert missing.returncode != 0 and "no checkpoint" in missing.stderr
+
+
+def distillation_batch() -> dict[str, torch.Tensor]:
+    t = torch.arange(112, dtype=torch.float32)
+    series = torch.sin(2 * torch.pi * t / 12)[None].repeat(6, 1) + 0.2 * random_walks(6, 112)
+    return {
+        "context": series[:, :-16],
+        "future": series[:, -16:],
+        "roles": torch.tensor([0, 0, 0, 0, 0, 1]),
+        "group_ids": torch.tensor([0, 1, 2, 3, 4, 4]),
+    }
+
+
+def test_distillation_weighs_the_truth_against_the_teachers_mean_forecast() -> None:
+    torch.manual_seed(0)
+    student, teachers = tiny_model(seed=0), [tiny_model(seed=1), tiny_model(seed=2)]
+    batch = distillation_batch()
+    plain, quantile_loss = batch_loss(student, batch)
+    unweighted, _ = batch_loss(student, batch, teachers=teachers, distill_weight=0.0)
+    assert torch.equal(plain, unweighted)
+
+    patches = min(student.config.max_output_patches, 16 // student.config.patch_size)
+    mean_forecast = teacher_prediction(teachers, batch, patches, torch.full_like(batch["future"], float("nan")))
+    own = student(batch["context"], group_ids=batch["group_ids"], roles=batch["roles"], num_output_patches=patches)
+    assert own.prediction is not None
+    # The distance is read on target rows only: the covariate row (role 1) counts for nothing.
+    distance = (own.prediction - mean_forecast).abs().mean(-1)[:5].mean()
+    mixed, reported = batch_loss(student, batch, teachers=teachers, distill_weight=0.25)
+    assert torch.equal(reported, quantile_loss)  # the logged quantile loss stays the truth's
+    assert mixed.item() == pytest.approx((plain + 0.25 * (distance - quantile_loss)).item(), rel=1e-5)
+
+    # A student that is its own teacher is at distance zero: only the truth's part is left.
+    alone, _ = batch_loss(student, batch, teachers=[student], distill_weight=1.0)
+    assert alone.item() == pytest.approx((plain - quantile_loss).item(), abs=1e-6)
+
+
+def test_a_distilled_student_moves_toward_its_teachers() -> None:
+    torch.manual_seed(0)
+    student, teacher = tiny_model(seed=0), tiny_model(seed=1)
+    module = TSMojoLightningModule(student, learning_rate=3e-3, warmup_steps=1, teachers=[teacher], distill_weight=1.0)
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch = distillation_batch()
+    known = torch.full_like(batch["future"], float("nan"))
+
+    def distance() -> float:
+        with torch.no_grad():
+            own = student(batch["context"], group_ids=batch["group_ids"], roles=batch["roles"], num_output_patches=1)
+            assert own.prediction is not None
+            return (own.prediction - teacher_prediction([teacher], batch, 1, known)).abs().mean().item()
+
+    before = distance()
+    for _ in range(30):
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        optimizer.step()
+    assert distance() < 0.5 * before
+    # Teachers never train and are not part of the module's state: checkpoints hold the student only.
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert all(name.startswith(("model.", "ema.")) for name in module.state_dict())
+
+
+def test_teachers_must_forecast_the_students_quantile_levels() -> None:
+    student = TSMojoModel(TSMojoConfig.tiny())
+    other = TSMojoModel(TSMojoConfig.tiny(quantiles=[0.1, 0.5, 0.9]))
+    with pytest.raises(ValueError, match="quantile levels"):
+        TSMojoLightningModule(student, teachers=[other], distill_weight=0.5)
+    with pytest.raises(ValueError, match="distill_weight"):
+        TSMojoLightningModule(student, teachers=[student], distill_weight=1.5)
+
+
+def test_pretrain_distills_from_the_models_its_recipe_names(tmp_path) -> None:
+    teacher_dir = tmp_path / "teacher"
+    first = run("--tiny", "--max-steps", "3", "--run-dir", str(teacher_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"distill_from: [{teacher_dir / 'model'}]\ndistill_weight: 0.5\n")
+    student_dir = tmp_path / "student"
+    second = run("--tiny", "--config", str(recipe), "--max-steps", "3", "--run-dir", str(student_dir))
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((student_dir / "model" / "training_summary.json").read_text())
+    assert summary["pretrain_config"]["distill_from"] == [str(teacher_dir / "model")]
+    assert summary["steps"] == 3

@@ -172,9 +172,12 @@ class TokenMasks:
 
 @dataclass
 class TSMojoOutput:
-    """quantiles: (batch, steps, num_quantiles) in the data's units. loss: training loss or None."""
+    """quantiles: (batch, steps, num_quantiles) in the data's units. prediction: the same
+    quantiles in model space (the asinh of the scaled values) before the forecast bound, which
+    the losses read. loss: training loss or None."""
 
     quantiles: torch.Tensor
+    prediction: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     quantile_loss: torch.Tensor | None = None
 
@@ -371,7 +374,9 @@ class TSMojoModel(nn.Module):
         bound = patches[:, :-num_future].abs().nan_to_num(nan=0.0).amax(dim=(1, 2))[:, None]  # the scaled context
         bounded = torch.minimum(prediction, (bound + FORECAST_MARGIN)[..., None])
         bounded = torch.maximum(bounded, -(bound + FORECAST_MARGIN)[..., None])
-        output = TSMojoOutput(quantiles=self.from_model_space(bounded, loc[..., None], scale[..., None]))
+        output = TSMojoOutput(
+            quantiles=self.from_model_space(bounded, loc[..., None], scale[..., None]), prediction=prediction
+        )
         if future_target is not None:
             output.quantile_loss = self.quantile_loss(prediction, future_target, roles, loc, scale, target_weights)
             output.loss = output.quantile_loss + cfg.innovation_loss_weight * innovation_loss

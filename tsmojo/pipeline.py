@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tsmojo.bundled import BUNDLED_DIR, DEFAULT_MODEL, bundled_models
+from tsmojo.bundled import DEFAULT_MODEL, model_directory
 from tsmojo.frames import (
     PreparedFrame,
     SeriesError,
@@ -143,15 +143,7 @@ class TSMojoPipeline:
         (``tsmojo.precision``).
         ``max_batch_workers``: on a CPU, the most batches forecast at once (:func:`batch_workers`).
         """
-        path = Path(name_or_path)
-        if not path.is_dir():
-            bundled = BUNDLED_DIR / str(name_or_path)
-            if not bundled.is_dir():
-                raise FileNotFoundError(
-                    f"{name_or_path!r} is neither a directory nor a bundled model {bundled_models()}"
-                )
-            path = bundled
-        model = TSMojoModel.from_pretrained(path, device=resolve_device(device))
+        model = TSMojoModel.from_pretrained(model_directory(name_or_path), device=resolve_device(device))
         return cls(model, dtype=dtype, max_batch_workers=max_batch_workers)
 
     def save_pretrained(self, directory: str | Path) -> None:

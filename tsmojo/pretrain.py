@@ -31,6 +31,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from tsmojo.bundled import model_directory
 from tsmojo.config import TSMojoConfig
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
 from tsmojo.data.tasks import TaskMix, TaskSampler
@@ -72,6 +73,11 @@ class PretrainConfig:
     # Decay of the moving average of the weights that validation scores and exports hold
     # (TSMojoLightningModule.averaged_model); 0: no average, the trained weights themselves.
     ema_decay: float = 0.0
+    # Distillation: model directories or bundled names whose mean quantile forecast the training
+    # loss also follows, with weight distill_weight against 1 - distill_weight on the truth
+    # (tsmojo.lightning_module.batch_loss). Empty: the truth alone.
+    distill_from: list = field(default_factory=list)
+    distill_weight: float = 0.5
     weight_decay: float = 0.01
     warmup_steps: int = 300
     max_steps: int = 6000
@@ -419,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         seasonal_weight_exponent=config.seasonal_weight_exponent,
         lr_scales=config.lr_scales,
         ema_decay=config.ema_decay,
+        teachers=[TSMojoModel.from_pretrained(model_directory(path)) for path in config.distill_from],
+        distill_weight=config.distill_weight if config.distill_from else 0.0,
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
