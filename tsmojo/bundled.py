@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "checkpoints"
-DEFAULT_MODEL = "tsmojo-mini-v8"
+DEFAULT_MODEL = "tsmojo-mini-v9"
 
 
 def bundled_models() -> list[str]:

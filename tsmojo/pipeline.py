@@ -104,7 +104,7 @@ class TSMojoPipeline:
 
     Example::
 
-        pipeline = TSMojoPipeline.from_pretrained("tsmojo-mini-v8")
+        pipeline = TSMojoPipeline.from_pretrained("tsmojo-mini-v9")
         quantiles, mean = pipeline.predict([np.sin(np.arange(200) / 5)], prediction_length=24)
     """
 
