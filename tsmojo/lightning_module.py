@@ -72,8 +72,8 @@ def teacher_prediction(
     the forecast bound: what a student learns to forecast besides the truth.
 
     Every teacher scales a row as the student does (the batch's ``scale_windows``, or the shared
-    ``scale_window``), so their model spaces are the student's. A mean of quantile forecasts is the
-    quantile forecast of the averaged models' predictive distributions averaged level by level."""
+    ``scale_window``), so their model spaces are the student's. Averaging quantiles level by level
+    (not mixing the distributions) keeps the ensemble's intervals as sharp as its members'."""
     predictions = []
     for teacher in teachers:
         output = teacher(
