@@ -15,11 +15,10 @@ from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from tsmojo.metrics import quantile_loss_sums, wql_from_sums
-from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel
+from tsmojo.metrics import quantile_loss_sums, weighted_point_mean, wql_from_sums
+from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel, loss_points
 from tsmojo.seasonality import seasonal_gain
 
 
@@ -126,13 +125,8 @@ def batch_loss(
     if not (teachers and distill_weight):
         return output.loss, output.quantile_loss
     target = teacher_prediction(teachers, batch, num_patches, known)
-    steps = output.prediction.shape[1]
-    observed = F.pad(~torch.isnan(future[:, :steps]), (0, steps - min(steps, future.shape[1])), value=False)
-    weight = (observed & (roles == TARGET)[:, None]).float()
-    if target_weights is not None:
-        weight = weight * target_weights.to(weight.device, torch.float32)[:, None]
-    distance = (output.prediction.float() - target).abs().mean(-1)
-    distill_loss = (distance * weight).sum() / weight.sum().clamp(min=1.0)
+    _, weight = loss_points(future, roles, output.prediction.shape[1], target_weights)
+    distill_loss = weighted_point_mean((output.prediction.float() - target).abs().mean(-1), weight)
     return output.loss + distill_weight * (distill_loss - output.quantile_loss), output.quantile_loss
 
 

@@ -114,8 +114,12 @@ def pinball_loss(
 ) -> torch.Tensor:
     """The model's training loss: the pinball loss averaged over levels, then a ``weight``-ed mean
     over points. prediction (B, H, Q); target and weight (B, H); quantiles (Q,)."""
-    loss = pinball(target, prediction, quantiles)
-    return (loss.mean(-1) * weight).sum() / weight.sum().clamp(min=1.0)
+    return weighted_point_mean(pinball(target, prediction, quantiles).mean(-1), weight)
+
+
+def weighted_point_mean(per_point: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The ``weight``-ed mean of a loss per point (B, H); 0 when no point has weight."""
+    return (per_point * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 # -- reductions ----------------------------------------------------------------------------------

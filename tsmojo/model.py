@@ -65,6 +65,20 @@ def extend_short_constant_rows(context: torch.Tensor, count: int = MIN_CONSTANT_
     return torch.where(filled, low[:, None], context)
 
 
+def loss_points(
+    future_target: torch.Tensor, roles: torch.Tensor, horizon: int, target_weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points the training losses read: the truth cut or NaN-padded to ``horizon`` steps
+    (B, horizon), and each point's weight (B, horizon), its row's ``target_weights`` (default 1)
+    at the target rows' observed steps and 0 elsewhere."""
+    target = future_target.float()[:, :horizon]
+    target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
+    weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
+    if target_weights is not None:
+        weight = weight * target_weights.to(weight.device, torch.float32)[:, None]
+    return target, weight
+
+
 def read_training_summary(directory: str | Path) -> dict:
     """The training summary saved in a model directory, or ``{}`` if it has none."""
     path = Path(directory) / TRAINING_SUMMARY_FILE
@@ -477,12 +491,7 @@ class TSMojoModel(nn.Module):
     ) -> torch.Tensor:
         """Pinball loss of the target rows' observed future steps, in scaled units, as a mean
         weighted by ``target_weights`` (B,) when given."""
-        horizon = prediction.shape[1]
-        target = future_target.float()[:, :horizon]
-        target = F.pad(target, (0, horizon - target.shape[1]), value=float("nan"))
-        weight = (~torch.isnan(target) & (roles == TARGET)[:, None]).float()
-        if target_weights is not None:
-            weight = weight * target_weights.to(weight.device, torch.float32)[:, None]
+        target, weight = loss_points(future_target, roles, prediction.shape[1], target_weights)
         target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
         return pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
 
