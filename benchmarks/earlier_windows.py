@@ -2,14 +2,19 @@
 
     python benchmarks/earlier_windows.py MODEL [MODEL ...] [--windows 3] [--datasets a,b,...] [--output-name NAME]
 
-MODEL is a bundled model name or a model directory. ``zero_shot.py`` scores one window per series
-(the benchmark's protocol, comparable with published results). Its 12-dataset WQL can turn on a
-few series: WQL sums quantile losses over a dataset and divides by the sum of ``|y|``, so a series
-of large scale carries its dataset (``wql_gap.py``; on fred_md one series makes 99% of a gap
-between two of our models). A checkpoint chosen on that one window may be chosen on a handful of
-series. This script also scores the windows that end 1, 2, ... horizons earlier
-(:func:`benchmarks.common.earlier_window`): the same series, the same metric code and the same
-seasonal naive, so a difference that holds over several windows is a difference between models.
+MODEL is a bundled model name or a model directory, or an ensemble of them joined by ``+``
+(``tsmojo-mini-v8+DIR``): the mean of its members' forecasts, quantile level by quantile level, in
+data units. Each member is loaded and run once per window, whatever the number of ensembles it
+is in, so comparing a model with its ensembles costs one forecast per distinct model.
+
+``zero_shot.py`` scores one window per series (the benchmark's protocol, comparable with published
+results). Its 12-dataset WQL can turn on a few series: WQL sums quantile losses over a dataset and
+divides by the sum of ``|y|``, so a series of large scale carries its dataset (``wql_gap.py``; on
+fred_md one series makes 99% of a gap between two of our models). A checkpoint chosen on that one
+window may be chosen on a handful of series. This script also scores the windows that end 1, 2, ...
+horizons earlier (:func:`benchmarks.common.earlier_window`): the same series, the same metric code
+and the same seasonal naive, so a difference that holds over several windows is a difference
+between models.
 
 Per window it prints each model's geometric mean over the datasets of MASE and WQL relative to
 seasonal naive (window 0 is ``zero_shot.py``'s number) and then the geometric mean over every
@@ -26,8 +31,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from gluonts.model.forecast import QuantileForecast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,26 +44,49 @@ from benchmarks.common import (  # noqa: E402
     earlier_window,
     geometric_mean,
     load_dataset,
+    score_forecasts,
 )
-from benchmarks.zero_shot import run_model  # noqa: E402
+from benchmarks.zero_shot import run_model, tsmojo_forecasts  # noqa: E402
 from tsmojo import TSMojoPipeline  # noqa: E402
+
+ENSEMBLE_SEPARATOR = "+"
+
+
+def ensemble_members(model: str) -> list[str]:
+    """The models whose mean forecast ``model`` names: itself, or the parts joined by ``+``."""
+    return model.split(ENSEMBLE_SEPARATOR)
+
+
+def mean_forecast(forecasts: Sequence[QuantileForecast]) -> QuantileForecast:
+    """The level-by-level mean of several forecasts of one series (same keys, start and item)."""
+    first = forecasts[0]
+    if any(f.forecast_keys != first.forecast_keys for f in forecasts):
+        raise ValueError(f"series {first.item_id!r}: the ensemble's members forecast different quantile levels")
+    values = np.mean([f.forecast_array for f in forecasts], axis=0)
+    return QuantileForecast(
+        forecast_arrays=values, start_date=first.start_date, forecast_keys=first.forecast_keys, item_id=first.item_id
+    )
 
 
 def window_scores(
     models: Sequence[str], datasets: Sequence[str], windows: int, batch_size: int = 256, verbose: bool = True
 ) -> pd.DataFrame:
     """One row per (model, dataset, window): MASE and WQL relative to seasonal naive on that
-    window, and the number of series scored and left out."""
+    window, and the number of series scored and left out. A model may be an ensemble
+    (``ensemble_members``)."""
     rows = []
+    members = list(dict.fromkeys(member for model in models for member in ensemble_members(model)))
     # Loaded once: the predictor built for each (dataset, window) then reuses the pipeline.
-    pipelines = {model: TSMojoPipeline.from_pretrained(model) for model in models}
+    pipelines = {member: TSMojoPipeline.from_pretrained(member) for member in members}
     for name in datasets:
         full = load_dataset(name)
         for back in range(windows):
             dataset, left_out = earlier_window(full, back)
             naive = run_model(dataset, "seasonal_naive")
+            forecasts = {member: tsmojo_forecasts(dataset, pipelines[member], batch_size)[0] for member in members}
             for model in models:
-                scores = run_model(dataset, "tsmojo", model_path=pipelines[model], batch_size=batch_size)
+                per_series = zip(*(forecasts[member] for member in ensemble_members(model)), strict=True)
+                scores = score_forecasts(dataset, [mean_forecast(series) for series in per_series])
                 rows.append(
                     dict(
                         model=model,
@@ -113,7 +143,9 @@ def markdown(scores: pd.DataFrame, summary: pd.DataFrame, command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="bundled model names or model directories")
+    parser.add_argument(
+        "models", nargs="+", help="bundled model names or model directories, or ensembles of them joined by +"
+    )
     parser.add_argument("--windows", type=int, default=3, help="windows per series: the last and the ones before it")
     parser.add_argument("--datasets", default=",".join(AGGREGATE_DATASETS), help="comma-separated; default: the 12")
     parser.add_argument("--batch-size", type=int, default=256)

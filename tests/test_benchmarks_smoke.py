@@ -214,3 +214,25 @@ def test_window_scores_forecasts_each_window_with_one_loaded_model(tmp_path):
     assert np.isfinite(scores[["rel_MASE", "rel_WQL"]].to_numpy()).all()
     # The two windows are different data, so a model's scores on them differ.
     assert scores["rel_MASE"].iloc[0] != scores["rel_MASE"].iloc[1]
+
+
+@needs_data
+def test_an_ensemble_scores_its_members_mean_forecast(tmp_path):
+    from benchmarks.earlier_windows import ENSEMBLE_SEPARATOR, mean_forecast, window_scores
+    from benchmarks.zero_shot import tsmojo_forecasts
+    from tests.helpers import tiny_model
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    tiny_model(seed=0).save_pretrained(first)
+    tiny_model(seed=1).save_pretrained(second)
+    ensemble = f"{first}{ENSEMBLE_SEPARATOR}{second}"
+    scores = window_scores([str(first), str(second), ensemble], ["hospital"], windows=1, verbose=False)
+    assert scores["model"].tolist() == [str(first), str(second), ensemble]
+    assert scores["rel_MASE"].nunique() == 3  # the ensemble is neither member
+
+    # Its forecast is the members' mean at every level, series by series.
+    dataset = load_dataset("hospital")
+    members = [tsmojo_forecasts(dataset, str(path))[0] for path in (first, second)]
+    mean = mean_forecast([members[0][0], members[1][0]])
+    np.testing.assert_allclose(mean.forecast_array, (members[0][0].forecast_array + members[1][0].forecast_array) / 2)
+    assert mean.item_id == members[0][0].item_id and mean.start_date == members[0][0].start_date

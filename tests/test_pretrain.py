@@ -12,8 +12,8 @@ import torch
 from tests.helpers import random_walks, tiny_model
 from tsmojo import TSMojoModel
 from tsmojo.config import TSMojoConfig
-from tsmojo.lightning_module import TSMojoLightningModule, batch_loss, teacher_prediction
-from tsmojo.pretrain import ThroughputAndExport
+from tsmojo.lightning_module import MODEL_CONFIG_KEY, TSMojoLightningModule, batch_loss, teacher_prediction
+from tsmojo.pretrain import PretrainConfig, ThroughputAndExport, resumed_model_config
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -130,6 +130,34 @@ def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> Non
     moved = sum((a - b).abs().sum() for a, b in zip(after.state_dict().values(), start.state_dict().values()))
     fresh_distance = sum((a - b).abs().sum() for a, b in zip(fresh.state_dict().values(), start.state_dict().values()))
     assert 0 < moved < 0.5 * fresh_distance
+
+
+def test_resume_rebuilds_the_model_the_checkpoint_holds_whatever_the_recipe_says(tmp_path) -> None:
+    # A run started with --init-from takes its model's settings, which its recipe does not
+    # repeat; --resume must rebuild that model, not the recipe's.
+    recipe, run_dir = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text("model: {seasonal_hint: true, num_layers: 3}\n")
+    first = run("--tiny", "--config", str(recipe), "--max-steps", "3", "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = TSMojoConfig.from_dict(checkpoint[MODEL_CONFIG_KEY])
+    assert saved.seasonal_hint and saved.num_layers == 3
+
+    second = run("--tiny", "--max-steps", "5", "--run-dir", str(run_dir), "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = TSMojoModel.from_pretrained(run_dir / "model")
+    assert resumed.config == saved
+    assert json.loads((run_dir / "model" / "training_summary.json").read_text())["steps"] == 5
+
+
+def test_checkpoints_without_model_settings_resume_from_their_init_from_model(tmp_path) -> None:
+    start = tiny_model(seasonal_hint=True, num_layers=3)
+    start.save_pretrained(tmp_path / "start")
+    recipe = PretrainConfig(model={"chunk_size": 8})
+    config = resumed_model_config({}, recipe, str(tmp_path / "start"))
+    assert config == TSMojoConfig.from_dict({**start.config.to_dict(), "chunk_size": 8})
+    assert resumed_model_config({}, recipe, None) == TSMojoConfig(chunk_size=8)
+    assert resumed_model_config({MODEL_CONFIG_KEY: start.config.to_dict()}, recipe, None) == start.config
 
 
 def test_init_from_and_resume_are_exclusive(tmp_path) -> None:
@@ -395,6 +423,38 @@ def test_distillation_weighs_the_truth_against_the_teachers_mean_forecast() -> N
     # A student that is its own teacher is at distance zero: only the truth's part is left.
     alone, _ = batch_loss(student, batch, teachers=[student], distill_weight=1.0)
     assert alone.item() == pytest.approx((plain - quantile_loss).item(), abs=1e-6)
+
+
+def test_the_best_teacher_target_follows_per_row_the_teacher_closest_to_the_truth() -> None:
+    teachers = [tiny_model(seed=1), tiny_model(seed=2), tiny_model(seed=3)]
+    batch = distillation_batch()
+    known = torch.full_like(batch["future"], float("nan"))
+    patches = min(teachers[0].config.max_output_patches, 16 // teachers[0].config.patch_size)
+    best = teacher_prediction(teachers, batch, patches, known, target="best")
+    outputs = [
+        t(batch["context"], group_ids=batch["group_ids"], roles=batch["roles"], num_output_patches=patches)
+        for t in teachers
+    ]
+    context = batch["context"].float()
+    loc, scale = teachers[0].scale_stats(context)
+    picked = []
+    for row in range(5):  # the target rows; row 5 is a covariate
+        only_row = torch.zeros(6)
+        only_row[row] = 1.0
+        losses = [
+            t.quantile_loss(o.prediction, batch["future"], batch["roles"], loc, scale, only_row).item()
+            for t, o in zip(teachers, outputs, strict=True)
+        ]
+        winner = min(range(3), key=losses.__getitem__)
+        picked.append(winner)
+        assert torch.allclose(best[row], outputs[winner].prediction[row], atol=1e-5)
+    assert len(set(picked)) > 1  # the rows do not all follow one teacher
+    mean = teacher_prediction(teachers, batch, patches, known)
+    assert torch.allclose(mean, torch.stack([o.prediction for o in outputs]).mean(0), atol=1e-5)
+    with pytest.raises(ValueError, match="distill target"):
+        teacher_prediction(teachers, batch, patches, known, target="median")
+    with pytest.raises(ValueError, match="distill_target"):
+        TSMojoLightningModule(teachers[0], teachers=teachers[1:], distill_weight=0.5, distill_target="worst")
 
 
 def test_a_distilled_student_moves_toward_its_teachers() -> None:

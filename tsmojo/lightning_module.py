@@ -17,9 +17,11 @@ import lightning.pytorch as pl
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from tsmojo.metrics import quantile_loss_sums, weighted_point_mean, wql_from_sums
+from tsmojo.metrics import pinball, quantile_loss_sums, weighted_point_mean, wql_from_sums
 from tsmojo.model import FUTURE_COVARIATE, TARGET, TSMojoModel, loss_points
 from tsmojo.seasonality import seasonal_gain
+
+MODEL_CONFIG_KEY = "tsmojo_model_config"  # the checkpoint entry that holds the model's settings
 
 
 class BatchList(torch.utils.data.Dataset):
@@ -63,16 +65,31 @@ def seasonal_copy_weights(
     return (weights / mean).clamp(max=max_weight)
 
 
+DISTILL_TARGETS = ("mean", "best")
+
+
 @torch.no_grad()
 def teacher_prediction(
-    teachers: Sequence[TSMojoModel], batch: dict[str, torch.Tensor], num_patches: int, known: torch.Tensor
+    teachers: Sequence[TSMojoModel],
+    batch: dict[str, torch.Tensor],
+    num_patches: int,
+    known: torch.Tensor,
+    target: str = "mean",
 ) -> torch.Tensor:
-    """The mean of the ``teachers``' quantiles for ``batch`` in model space (B, steps, Q), before
-    the forecast bound: what a student learns to forecast besides the truth.
+    """What a student learns to forecast besides the truth: the ``teachers``' quantiles for
+    ``batch`` in model space (B, steps, Q), before the forecast bound.
+
+    ``target="mean"``: their mean, level by level. Averaging quantiles (not mixing the
+    distributions) keeps the ensemble's intervals as sharp as its members'. ``target="best"``:
+    per row, the forecast of the teacher with the lowest pinball loss against that row's future.
+    Teachers that err on different kinds of series (one damps trends, the other copies seasons)
+    average their errors in the mean; the best-of target keeps each one's forecasts where they
+    are right, and the student has to learn from the context which kind of series it faces.
 
     Every teacher scales a row as the student does (the batch's ``scale_windows``, or the shared
-    ``scale_window``), so their model spaces are the student's. Averaging quantiles level by level
-    (not mixing the distributions) keeps the ensemble's intervals as sharp as its members'."""
+    ``scale_window``), so their model spaces are the student's."""
+    if target not in DISTILL_TARGETS:
+        raise ValueError(f"distill target must be one of {DISTILL_TARGETS}, got {target!r}")
     predictions = []
     for teacher in teachers:
         output = teacher(
@@ -85,7 +102,17 @@ def teacher_prediction(
         )
         assert output.prediction is not None
         predictions.append(output.prediction.float())
-    return torch.stack(predictions).mean(0)
+    stacked = torch.stack(predictions)  # (teachers, B, steps, Q)
+    if target == "mean" or len(teachers) == 1:
+        return stacked.mean(0)
+    first = teachers[0]
+    future, observed = loss_points(batch["future"], batch["roles"], stacked.shape[2])
+    loc, scale = first.scale_stats(batch["context"].float(), batch.get("scale_windows"))
+    future = torch.nan_to_num(first.to_model_space(future, loc, scale), nan=0.0)
+    levels = first.quantile_levels.to(stacked.device)
+    row_loss = (pinball(future, stacked, levels).mean(-1) * observed).sum(-1)  # (teachers, B)
+    best = row_loss.argmin(0)
+    return stacked[best, torch.arange(stacked.shape[1], device=stacked.device)]
 
 
 def batch_loss(
@@ -96,6 +123,7 @@ def batch_loss(
     max_seasonal_weight: float = 10.0,
     teachers: Sequence[TSMojoModel] = (),
     distill_weight: float = 0.0,
+    distill_target: str = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, quantile loss) of ``model`` on a training batch. With ``weighted``, target rows
     count by the batch's ``target_weights`` where it has them, times their
@@ -103,7 +131,8 @@ def batch_loss(
 
     With ``teachers`` and a ``distill_weight`` w, the total puts weight 1 - w on the quantile loss
     against the truth and w on the mean absolute distance, level by level in model space, from
-    the teachers' mean forecast (:func:`teacher_prediction`), over the same weighted points."""
+    the teachers' forecast that ``distill_target`` picks (:func:`teacher_prediction`), over the
+    same weighted points."""
     future, roles = batch["future"], batch["roles"]
     target_weights = batch.get("target_weights") if weighted else None
     if weighted and seasonal_weight_exponent:
@@ -124,7 +153,7 @@ def batch_loss(
     assert output.loss is not None and output.quantile_loss is not None and output.prediction is not None
     if not (teachers and distill_weight):
         return output.loss, output.quantile_loss
-    target = teacher_prediction(teachers, batch, num_patches, known)
+    target = teacher_prediction(teachers, batch, num_patches, known, distill_target)
     _, weight = loss_points(future, roles, output.prediction.shape[1], target_weights)
     distill_loss = weighted_point_mean((output.prediction.float() - target).abs().mean(-1), weight)
     return output.loss + distill_weight * (distill_loss - output.quantile_loss), output.quantile_loss
@@ -167,6 +196,7 @@ class TSMojoLightningModule(pl.LightningModule):
         ema_decay: float = 0.0,
         teachers: Sequence[TSMojoModel] = (),
         distill_weight: float = 0.0,
+        distill_target: str = "mean",
     ) -> None:
         super().__init__()
         self.model = model
@@ -174,12 +204,14 @@ class TSMojoLightningModule(pl.LightningModule):
         # a tuple, not as submodules, so that checkpoints and the optimizer never hold them.
         if not 0.0 <= distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}")
+        if distill_target not in DISTILL_TARGETS:
+            raise ValueError(f"distill_target must be one of {DISTILL_TARGETS}, got {distill_target!r}")
         for teacher in teachers:
             if not torch.equal(teacher.quantile_levels.cpu(), model.quantile_levels.cpu()):
                 raise ValueError("a teacher must forecast the student's quantile levels")
             teacher.eval().requires_grad_(False)
         self.teachers = tuple(teachers)
-        self.distill_weight = distill_weight
+        self.distill_weight, self.distill_target = distill_weight, distill_target
         # A moving average of the weights, validated and exported in their place (see
         # averaged_model): one run's exports five minutes apart moved the 12-dataset MASE by up to
         # 0.02, more than the differences between the candidates compared on it.
@@ -235,6 +267,11 @@ class TSMojoLightningModule(pl.LightningModule):
         for teacher in self.teachers:
             teacher.to(self.device)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # A run started from another model (--init-from) has settings its recipe does not hold:
+        # --resume rebuilds the model from these (tsmojo.pretrain.resumed_model_config).
+        checkpoint[MODEL_CONFIG_KEY] = self.model.config.to_dict()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, quantile_loss = batch_loss(
             self.model,
@@ -242,6 +279,7 @@ class TSMojoLightningModule(pl.LightningModule):
             seasonal_weight_exponent=self.seasonal_weight_exponent,
             teachers=self.teachers,
             distill_weight=self.distill_weight,
+            distill_target=self.distill_target,
         )
         size = batch["context"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=size)

@@ -36,7 +36,7 @@ from tsmojo.config import TSMojoConfig
 from tsmojo.data.real import load_pretrain_panels, load_pretrain_series
 from tsmojo.data.tasks import TaskMix, TaskSampler
 from tsmojo.hardware import default_precision
-from tsmojo.lightning_module import BatchList, TSMojoLightningModule
+from tsmojo.lightning_module import MODEL_CONFIG_KEY, BatchList, TSMojoLightningModule
 from tsmojo.model import TRAINING_SUMMARY_FILE, TSMojoModel, read_training_summary
 
 
@@ -73,11 +73,14 @@ class PretrainConfig:
     # Decay of the moving average of the weights that validation scores and exports hold
     # (TSMojoLightningModule.averaged_model); 0: no average, the trained weights themselves.
     ema_decay: float = 0.0
-    # Distillation: model directories or bundled names whose mean quantile forecast the training
+    # Distillation: model directories or bundled names whose quantile forecasts the training
     # loss also follows, with weight distill_weight against 1 - distill_weight on the truth
     # (tsmojo.lightning_module.batch_loss). Empty: the truth alone.
     distill_from: list = field(default_factory=list)
     distill_weight: float = 0.5
+    # Which of the teachers' forecasts a row follows (tsmojo.lightning_module.teacher_prediction):
+    # "mean", their mean, or "best", the one closest to the row's future.
+    distill_target: str = "mean"
     weight_decay: float = 0.01
     warmup_steps: int = 300
     max_steps: int = 6000
@@ -278,6 +281,21 @@ class ThroughputAndExport(pl.Callback):
 _TOTALS = ("series_seen_total", "wall_seconds_total", "thread_seconds_total")
 
 
+def resumed_model_config(checkpoint: dict, config: PretrainConfig, init_from: str | None) -> TSMojoConfig:
+    """The settings of the model a checkpoint holds, for ``--resume``.
+
+    Checkpoints record them (``MODEL_CONFIG_KEY``). Older ones do not; for those, a run started
+    with ``--init-from`` (named in its last export's summary) takes that model's settings under
+    the recipe's, as its start did, and any other run the recipe's alone.
+    """
+    if MODEL_CONFIG_KEY in checkpoint:
+        return TSMojoConfig.from_dict(checkpoint[MODEL_CONFIG_KEY])
+    if init_from:
+        source = TSMojoConfig.load(model_directory(init_from) / "config.json")
+        return TSMojoConfig.from_dict({**source.to_dict(), **config.model})
+    return TSMojoConfig(**config.model)
+
+
 def parse_duration(text: str) -> float:
     """'90s', '10m', '2h', '1h30m' or plain seconds -> seconds."""
     if re.fullmatch(r"\d+(\.\d+)?", text):
@@ -391,7 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "pretrain_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config)))
 
     carried: dict = {}  # totals of earlier runs: from this run's last export, or from the --init-from model
-    if args.init_from:
+    start_step = 0
+    if args.resume:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        start_step = int(checkpoint["global_step"])
+        previous = read_training_summary(export_dir)
+        carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
+        model = TSMojoModel(resumed_model_config(checkpoint, config, carried.get("init_from")))
+    elif args.init_from:
         loaded = TSMojoModel.from_pretrained(args.init_from)
         # Settings that leave every weight's shape alone (scaling window, rotary periods, context
         # limits, memory sizes) may change with the new schedule; a shape change cannot load.
@@ -427,15 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         ema_decay=config.ema_decay,
         teachers=[TSMojoModel.from_pretrained(model_directory(path)) for path in config.distill_from],
         distill_weight=config.distill_weight if config.distill_from else 0.0,
+        distill_target=config.distill_target,
     )
     real = load_pretrain_series(min_length=config.horizon + 16) if config.use_real_series else []
     panels = load_pretrain_panels() if config.use_real_series else []
     sampler = TaskSampler(real, TaskMix(**config.task_mix), panels)
-    start_step = 0
-    if args.resume:
-        start_step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-        previous = read_training_summary(export_dir)
-        carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
     summary: dict = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "seed": config.seed,
