@@ -236,3 +236,19 @@ def test_an_ensemble_scores_its_members_mean_forecast(tmp_path):
     mean = mean_forecast([members[0][0], members[1][0]])
     np.testing.assert_allclose(mean.forecast_array, (members[0][0].forecast_array + members[1][0].forecast_array) / 2)
     assert mean.item_id == members[0][0].item_id and mean.start_date == members[0][0].start_date
+
+
+def test_trend_probe_prints_a_ratio_per_model_and_length(tmp_path, capsys):
+    from benchmarks.trend_probe import main, noisy_lines
+    from tests.helpers import tiny_model
+
+    history, future = noisy_lines(5, 8)
+    assert history.shape == (5, 64) and future.shape == (5, 8)
+    model_dir = tmp_path / "tiny"
+    tiny_model().save_pretrained(model_dir)
+    main([str(model_dir), "--lengths", "39,40", "--horizon", "8", "--series", "5"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    cells = row.strip("|").split("|")[1:]
+    assert len(cells) == 2 and all(0.0 <= float(cell.split("/")[1]) <= 1.0 for cell in cells)
+    with pytest.raises(SystemExit):
+        main([str(model_dir), "--lengths", "65"])

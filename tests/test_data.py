@@ -51,6 +51,24 @@ def test_targets_of_covariate_groups_carry_the_configured_loss_weight() -> None:
     assert (plain["target_weights"].numpy() == 1.0).all()
 
 
+def test_a_short_real_series_gives_contexts_of_many_lengths() -> None:
+    # A real series shorter than the window used to enter whole, so its context length was always
+    # its length minus the horizon: a fingerprint of any dataset whose series share one length.
+    series = [np.linspace(1.0, 50.0, 104) + np.sin(np.arange(104)), np.arange(90, dtype=float) + 5.0]
+    mix = TaskMix(real_share=1.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
+    sampler = TaskSampler(series, mix)
+    lengths = []
+    for seed in range(20):
+        batch = sampler.sample(np.random.default_rng(seed), 32, 256, 64)
+        context, future = batch["context"].numpy(), batch["future"].numpy()
+        assert np.isfinite(future).all()  # the horizon is always real data
+        lengths += np.isfinite(context).sum(axis=1).tolist()
+    counts = np.bincount(lengths)
+    assert counts.max() < 0.25 * len(lengths)  # no length dominates
+    assert min(lengths) >= 8 and len(set(lengths)) > 20
+    assert max(lengths) == 40  # the whole history stays possible
+
+
 @needs_shared
 def test_training_sources_never_touch_the_evaluation_set() -> None:
     eval_dir = SHARED / "eval"

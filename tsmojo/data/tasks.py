@@ -53,6 +53,9 @@ class TaskMix:
     covariate_target_weight: float = 1.0
 
 
+MIN_REAL_CONTEXT = 8  # the fewest context points a shortened real series keeps (TaskSampler._real)
+
+
 def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - np.nanmean(x, axis=1, keepdims=True)) / (np.nanstd(x, axis=1, keepdims=True) + 1e-8)
 
@@ -79,19 +82,37 @@ class TaskSampler:
         out = np.concatenate(parts, axis=0) if parts else np.zeros((0, length))
         return out[rng.permutation(n)]
 
-    def _real(self, rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    def _real(self, rng: np.random.Generator, n: int, length: int, horizon: int = 0) -> np.ndarray:
+        """Windows of ``length`` points of real series, right-aligned and NaN-padded on the left.
+
+        A series shorter than the window gives a random stretch of itself that ends ``horizon``
+        points after a context of at least half the points it has before those, not the whole
+        series: otherwise every draw of it that is not shortened at random
+        (``TaskMix.short_context_share``) would have the same context length, and a dataset whose
+        series share one length (862 of the real series have 104 points, so a 40-point context
+        before a 64-step horizon) would be recognisable by that length alone. Models trained so
+        damped the trend of most 40-point contexts and of few 39- or 41-point ones
+        (``benchmarks/trend_probe.py``)."""
         out = np.full((n, length), np.nan)
         for i, index in enumerate(rng.integers(len(self.real_series), size=n)):
             values = self.real_series[index]
             if len(values) > length:
                 start = rng.integers(0, len(values) - length + 1)
                 values = values[start : start + length]
+            elif len(values) - horizon > MIN_REAL_CONTEXT:
+                most = len(values) - horizon
+                points = int(rng.integers(max(MIN_REAL_CONTEXT, most // 2), most + 1))
+                start = int(rng.integers(0, most - points + 1))
+                values = values[start : start + points + horizon]
             out[i, length - len(values) :] = values
         return out
 
-    def univariate(self, rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    def univariate(self, rng: np.random.Generator, n: int, length: int, horizon: int = 0) -> np.ndarray:
+        """``n`` univariate rows of ``length`` points (the last ``horizon`` of them to forecast):
+        synthetic series and real ones (``TaskMix.real_share``), some mixed (TSMixup)."""
         num_real = rng.binomial(n, self.mix.real_share) if self.real_series else 0
-        series = np.concatenate([self._synthetic(rng, n - num_real, length), self._real(rng, num_real, length)])
+        real = self._real(rng, num_real, length, horizon)
+        series = np.concatenate([self._synthetic(rng, n - num_real, length), real])
         # TSMixup: convex combinations of standardised series.
         mixed = rng.random(n) < self.mix.mixup_share
         if mixed.any():
@@ -271,7 +292,7 @@ class TaskSampler:
             next_group += 1
             group_rows -= len(task_roles)
         num_single = max(1, batch_size - sum(len(r) for r in roles))
-        rows.append(self.univariate(rng, num_single, length))
+        rows.append(self.univariate(rng, num_single, length, horizon))
         roles.append(np.full(num_single, TARGET))
         groups.append(np.arange(next_group, next_group + num_single))
 
