@@ -242,8 +242,8 @@ def test_trend_probe_prints_a_ratio_per_model_and_length(tmp_path, capsys):
     from benchmarks.trend_probe import main, noisy_lines
     from tests.helpers import tiny_model
 
-    history, future = noisy_lines(5, 8)
-    assert history.shape == (5, 64) and future.shape == (5, 8)
+    history, future = noisy_lines(5, 40, 8)
+    assert history.shape == (5, 40) and future.shape == (5, 8)
     model_dir = tmp_path / "tiny"
     tiny_model().save_pretrained(model_dir)
     main([str(model_dir), "--lengths", "39,40", "--horizon", "8", "--series", "5"])
@@ -251,4 +251,4 @@ def test_trend_probe_prints_a_ratio_per_model_and_length(tmp_path, capsys):
     cells = row.strip("|").split("|")[1:]
     assert len(cells) == 2 and all(0.0 <= float(cell.split("/")[1]) <= 1.0 for cell in cells)
     with pytest.raises(SystemExit):
-        main([str(model_dir), "--lengths", "65"])
+        main([str(model_dir), "--lengths", "1,40"])
