@@ -12,7 +12,7 @@ model and context length.
 
 A model should not care whether a line's history has 39, 40 or 41 points. One that does has
 learned the length as a feature of its training data: 862 of the real pretraining series have 104
-points, which before ``TaskSampler._real`` cut them at random gave every draw of them a 40-point
+points, which before ``TaskSampler._real`` cut them at random gave most draws of them a 40-point
 context before the 64-step training horizon (``tsmojo/recipes/mini_v17_length_fix.yaml``).
 """
 
