@@ -97,13 +97,13 @@ class TaskSampler:
         for i, index in enumerate(rng.integers(len(self.real_series), size=n)):
             values = self.real_series[index]
             if len(values) > length:
-                start = rng.integers(0, len(values) - length + 1)
+                start = int(rng.integers(0, len(values) - length + 1))
                 values = values[start : start + length]
             elif len(values) - horizon > MIN_REAL_CONTEXT:
                 most = len(values) - horizon
                 points = int(rng.integers(max(MIN_REAL_CONTEXT, most // 2), most + 1))
-                start = int(rng.integers(0, most - points + 1))
-                values = values[start : start + points + horizon]
+                first = int(rng.integers(0, most - points + 1))
+                values = values[first : first + points + horizon]
             out[i, length - len(values) :] = values
         return out
 
