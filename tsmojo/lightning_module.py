@@ -106,9 +106,8 @@ def teacher_prediction(
     if target == "mean" or len(teachers) == 1:
         return stacked.mean(0)
     first = teachers[0]
-    future, observed = loss_points(batch["future"], batch["roles"], stacked.shape[2])
     loc, scale = first.scale_stats(batch["context"].float(), batch.get("scale_windows"))
-    future = torch.nan_to_num(first.to_model_space(future, loc, scale), nan=0.0)
+    future, observed = first.loss_target(batch["future"], batch["roles"], stacked.shape[2], loc, scale)
     levels = first.quantile_levels.to(stacked.device)
     row_loss = (pinball(future, stacked, levels).mean(-1) * observed).sum(-1)  # (teachers, B)
     best = row_loss.argmin(0)

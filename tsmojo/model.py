@@ -491,9 +491,22 @@ class TSMojoModel(nn.Module):
     ) -> torch.Tensor:
         """Pinball loss of the target rows' observed future steps, in scaled units, as a mean
         weighted by ``target_weights`` (B,) when given."""
-        target, weight = loss_points(future_target, roles, prediction.shape[1], target_weights)
-        target_scaled = torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0)
-        return pinball_loss(prediction, target_scaled, self.quantile_levels, weight)
+        target, weight = self.loss_target(future_target, roles, prediction.shape[1], loc, scale, target_weights)
+        return pinball_loss(prediction, target, self.quantile_levels, weight)
+
+    def loss_target(
+        self,
+        future_target: torch.Tensor,
+        roles: torch.Tensor,
+        horizon: int,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        target_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The truth a forecast of ``horizon`` steps is scored against, in model space (B, horizon),
+        0 where it is missing, and each point's weight (:func:`loss_points`)."""
+        target, weight = loss_points(future_target, roles, horizon, target_weights)
+        return torch.nan_to_num(self.to_model_space(target, loc, scale), nan=0.0), weight
 
     @torch.no_grad()
     def forecast(
