@@ -252,3 +252,23 @@ def test_trend_probe_prints_a_ratio_per_model_and_length(tmp_path, capsys):
     assert len(cells) == 2 and all(0.0 <= float(cell.split("/")[1]) <= 1.0 for cell in cells)
     with pytest.raises(SystemExit):
         main([str(model_dir), "--lengths", "1,40"])
+
+
+def test_seasonal_probe_measures_full_gain_for_the_average_cycle_and_prints_every_model(tmp_path, capsys):
+    from benchmarks.seasonal_probe import average_cycle_forecast, main, seasonal_gains, seasonal_series
+    from tests.helpers import tiny_model
+
+    history, future, seasonal = seasonal_series(40, period=12, cycles=10, horizon=24, noise=0.3)
+    assert history.shape == (40, 120) and future.shape == seasonal.shape == (40, 24)
+    np.testing.assert_allclose(seasonal_gains(seasonal + 5.0, seasonal), 1.0, atol=1e-9)
+    assert abs(np.median(seasonal_gains(average_cycle_forecast(history, 12, 24), seasonal)) - 1.0) < 0.05
+    flat = np.repeat(history[:, -1:], 24, axis=1)
+    assert np.all(np.abs(seasonal_gains(flat, seasonal)) < 1e-6)
+    model_dir = tmp_path / "tiny"
+    tiny_model().save_pretrained(model_dir)
+    main([str(model_dir), "--periods", "4", "--cycles", "3,5", "--series", "4"])
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[-2].startswith("| average cycle (oracle) | 4 |") and rows[-1].startswith(f"| {model_dir} | 4 |")
+    assert len(rows[-1].strip("|").split("|")) == 4
+    with pytest.raises(SystemExit):
+        main([str(model_dir), "--periods", "1"])

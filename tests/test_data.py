@@ -87,3 +87,10 @@ def test_training_sources_never_touch_the_evaluation_set() -> None:
         frame = pd.read_parquet(path).sort_values(["unique_id", "ds"])
         for uid, group in frame.groupby("unique_id"):
             assert fingerprint(group["y"].to_numpy(float)) not in training, f"eval series {path.parent.name}/{uid}"
+
+
+def test_validation_cases_keep_their_order_so_their_batches_keep_their_seeds() -> None:
+    from tsmojo.pretrain import validation_cases
+
+    names = list(validation_cases())
+    assert names == ["periodic", "flat_ending", "long_context", "covariates", "steady_trend", "noisy_seasonal"]

@@ -132,6 +132,14 @@ def test_init_from_a_model_starts_a_new_schedule_on_its_weights(tmp_path) -> Non
     assert 0 < moved < 0.5 * fresh_distance
 
 
+def test_init_from_an_unknown_model_fails_naming_the_bundled_ones(tmp_path) -> None:
+    result = run("--tiny", "--max-steps", "1", "--run-dir", str(tmp_path / "run"), "--init-from", "tsmojo-nano")
+    assert result.returncode != 0
+    assert "--init-from" in result.stderr
+    assert "'tsmojo-nano' is neither a directory nor a bundled model" in result.stderr
+    assert "tsmojo-mini-v9" in result.stderr
+
+
 def test_resume_rebuilds_the_model_the_checkpoint_holds_whatever_the_recipe_says(tmp_path) -> None:
     # A run started with --init-from takes its model's settings, which its recipe does not
     # repeat; --resume must rebuild that model, not the recipe's.

@@ -154,7 +154,7 @@ class PretrainStream(IterableDataset):
 def validation_cases() -> dict[str, tuple[TaskMix, int]]:
     """Held-out synthetic cases the training log tracks apart, as (task mix, context length):
     exact periodic copies, flat endings after motion, long contexts, energy and weather covariate
-    tasks, and trends that hold."""
+    tasks, trends that hold, and stable cycles under heavy noise."""
     plain = TaskMix(real_share=0.0, mixup_share=0.0, group_row_share=0.0, short_context_share=0.0, missing_share=0.0)
     return {
         "periodic": (dataclasses.replace(plain, generator_weights={"periodic_pattern": 1.0}), 1024),
@@ -166,6 +166,7 @@ def validation_cases() -> dict[str, tuple[TaskMix, int]]:
         ),
         # Last: each case's batch is seeded by its position, so earlier cases keep their numbers.
         "steady_trend": (dataclasses.replace(plain, generator_weights={"steady_trend": 1.0}), 512),
+        "noisy_seasonal": (dataclasses.replace(plain, generator_weights={"noisy_seasonal": 1.0}), 256),
     }
 
 
@@ -318,8 +319,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
     parser.add_argument(
         "--init-from",
-        type=Path,
-        help="start from the weights of this model directory with a fresh optimizer and LR schedule; "
+        help="start from the weights of this model (a directory or a bundled model's name) with a fresh "
+        "optimizer and LR schedule; "
         "the data stream continues after the steps that model was trained for",
     )
     parser.add_argument(
@@ -417,7 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         carried = {k: previous[k] for k in (*_TOTALS, "steps_before", "init_from") if k in previous}
         model = TSMojoModel(resumed_model_config(checkpoint, config, carried.get("init_from")))
     elif args.init_from:
-        loaded = TSMojoModel.from_pretrained(args.init_from)
+        try:
+            source_dir = model_directory(args.init_from)
+        except FileNotFoundError as error:
+            raise SystemExit(f"--init-from: {error}") from error
+        loaded = TSMojoModel.from_pretrained(source_dir)
         # Settings that leave every weight's shape alone (scaling window, rotary periods, context
         # limits, memory sizes) may change with the new schedule; a shape change cannot load.
         # Turning a hint on adds its embedding, which starts at zero.
@@ -432,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         if added or unexpected:
             raise SystemExit(f"--init-from: {args.init_from} lacks weights {added} or has extra weights {unexpected}")
         model.train()
-        source = read_training_summary(args.init_from)
+        source = read_training_summary(source_dir)
         carried = {
             "steps_before": int(source.get("steps", 0)),
             "init_from": str(args.init_from),

@@ -274,6 +274,37 @@ def flat_ending(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.where(after, level + jitter, base)
 
 
+def noisy_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """A fixed seasonal profile under noise as large as the profile itself, at a calendar period,
+    on a level that may trend or grow (then the cycle grows with it): quarterly tourism, monthly
+    admissions. Averaged over the cycles of the context the profile is plain to see even when no
+    single cycle is, so the forecast should carry it at full amplitude; the models before
+    tsmojo-mini-v10 carried 0.6-0.8 of it on such real series (``benchmarks/seasonal_probe.py``)."""
+    t = np.arange(length)
+    out = np.empty((n, length))
+    for i in range(n):
+        candidates = [p for p in INTEGER_PERIODS if 3 * p <= length]
+        period = int(rng.choice(candidates)) if candidates and rng.random() < 0.85 else int(rng.integers(3, 30))
+        if rng.random() < 0.5:
+            cycle = _repeating_shape(rng, period)
+            profile = np.resize(cycle, length)
+        else:
+            profile = _fourier_season(rng, np.array([float(period)]), length, harmonics=int(rng.integers(1, 5)))[0]
+        noise_ratio = np.exp(rng.uniform(np.log(0.1), np.log(1.5)))
+        phi = rng.uniform(0.0, 0.5) * (rng.random() < 0.4)
+        noise = _ar1(rng, 1, length, np.array([phi]))[0] * np.sqrt(1 - phi**2)
+        kind = rng.integers(3)  # flat, a straight line, or exponential growth or decay
+        rate = rng.uniform(-1.0, 1.5) / length
+        level = np.where(kind == 0, 1.0, np.where(kind == 1, 1.0 + rate * t, np.exp(rate * t)))
+        amplitude = rng.uniform(0.05, 0.4)
+        if rng.random() < 0.5:  # multiplicative: the cycle and the noise scale with the level
+            series = level * (1.0 + amplitude * (profile + noise_ratio * noise))
+        else:
+            series = level + amplitude * (profile + noise_ratio * noise)
+        out[i] = series * rng.uniform(1.0, 100.0)
+    return out
+
+
 def steady_trend(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     """Trends that hold through the horizon under mild noise: a straight line, exponential growth
     or decay, or a random walk whose drift outweighs its steps (macro aggregates, installed bases,
@@ -301,6 +332,7 @@ GENERATORS: dict[str, Generator] = {
     "periodic_pattern": periodic_pattern,
     "flat_ending": flat_ending,
     "steady_trend": steady_trend,
+    "noisy_seasonal": noisy_seasonal,
 }
 
 
