@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks.common import (
     AGGREGATE_DATASETS,
@@ -272,3 +273,36 @@ def test_seasonal_probe_measures_full_gain_for_the_average_cycle_and_prints_ever
     assert len(rows[-1].strip("|").split("|")) == 4
     with pytest.raises(SystemExit):
         main([str(model_dir), "--periods", "1"])
+
+
+def test_gate_scale_multiplies_the_seasonal_gate_alone_and_moves_forecasts_toward_the_hint():
+    from benchmarks.gate_scale import SeasonalGateScale
+    from tests.helpers import tiny_model
+    from tsmojo import TSMojoPipeline
+
+    model = tiny_model(seasonal_hint=True, covariate_hint=True, hint_shortcut=True)
+    torch.nn.init.constant_(model.hint_gate.bias, 0.3)  # a zero gate (the initial one) would scale to zero
+    pipeline = TSMojoPipeline(model, dtype=torch.float32, max_batch_workers=1)
+    steps = np.arange(96)
+    series = [10 + np.sin(2 * np.pi * steps / 8) + 0.3 * np.cos(steps * 0.37)]
+    hook = SeasonalGateScale(pipeline)
+    base = pipeline.predict(series, 8, quantile_levels=[0.5])[0][0]
+    assert abs(hook.mean_gate() - 0.3) < 1e-6
+    hook.scale = 0.0
+    unmoved = pipeline.predict(series, 8, quantile_levels=[0.5])[0][0]
+    hook.scale = 2.0
+    doubled = pipeline.predict(series, 8, quantile_levels=[0.5])[0][0]
+    # The shift toward the hint grows with the gate (linearly in model space, monotonically in
+    # data units): the forecast at scale 1 lies between those at 0 and 2 at every step.
+    low, high = np.minimum(unmoved, doubled), np.maximum(unmoved, doubled)
+    assert np.all(base >= low - 1e-5) and np.all(base <= high + 1e-5)
+    assert np.abs(doubled - unmoved).max() > 0.1
+
+
+def test_gate_scale_refuses_a_model_without_the_seasonal_shortcut():
+    from benchmarks.gate_scale import SeasonalGateScale
+    from tests.helpers import tiny_model
+    from tsmojo import TSMojoPipeline
+
+    with pytest.raises(SystemExit, match="no seasonal hint shortcut"):
+        SeasonalGateScale(TSMojoPipeline(tiny_model(seasonal_hint=False, hint_shortcut=False)))
