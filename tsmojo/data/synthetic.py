@@ -278,16 +278,15 @@ def noisy_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     """A fixed seasonal profile under noise as large as the profile itself, at a calendar period,
     on a level that may trend or grow (then the cycle grows with it): quarterly tourism, monthly
     admissions. Averaged over the cycles of the context the profile is plain to see even when no
-    single cycle is, so the forecast should carry it at full amplitude; the models before
-    tsmojo-mini-v10 carried 0.6-0.8 of it on such real series (``benchmarks/seasonal_probe.py``)."""
+    single cycle is, so the forecast should carry it at full amplitude; tsmojo-mini-v8 and -v9
+    carry 0.6-0.8 of it on such real series (``benchmarks/seasonal_probe.py``)."""
     t = np.arange(length)
     out = np.empty((n, length))
     for i in range(n):
         candidates = [p for p in INTEGER_PERIODS if 3 * p <= length]
         period = int(rng.choice(candidates)) if candidates and rng.random() < 0.85 else int(rng.integers(3, 30))
         if rng.random() < 0.5:
-            cycle = _repeating_shape(rng, period)
-            profile = np.resize(cycle, length)
+            profile = np.resize(_repeating_shape(rng, period), length)
         else:
             profile = _fourier_season(rng, np.array([float(period)]), length, harmonics=int(rng.integers(1, 5)))[0]
         noise_ratio = np.exp(rng.uniform(np.log(0.1), np.log(1.5)))
