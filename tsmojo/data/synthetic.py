@@ -275,7 +275,7 @@ def flat_ending(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
 
 
 def noisy_seasonal(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
-    """A fixed seasonal profile under noise as large as the profile itself, at a calendar period,
+    """A fixed seasonal profile under noise of 0.1 to 1.5 times its size, at a calendar period,
     on a level that may trend or grow (then the cycle grows with it): quarterly tourism, monthly
     admissions. Averaged over the cycles of the context the profile is plain to see even when no
     single cycle is, so the forecast should carry it at full amplitude; tsmojo-mini-v8 and -v9
