@@ -92,8 +92,14 @@ def context_profile(context: np.ndarray, period: int, horizon: int) -> tuple[np.
     """The classical-decomposition profile of ``context`` continued over ``horizon`` steps, and its
     seasonal strength (1 - residual variance / detrended variance); None under three cycles.
 
-    The trend is the centred moving average of one period (2 x period for an even period)."""
-    values = context[~np.isnan(context)]
+    The trend is the centred moving average of one period (2 x period for an even period). Missing
+    values are carried forward (leading ones dropped), so the phases stay aligned with the calendar."""
+    observed = np.flatnonzero(~np.isnan(context))
+    if observed.size == 0:
+        return None
+    values = context[observed[0] :].copy()
+    for i in np.flatnonzero(np.isnan(values)):
+        values[i] = values[i - 1]
     if period < 2 or len(values) < 3 * period:
         return None
     trend = np.convolve(values, np.ones(period) / period, "valid")

@@ -256,7 +256,13 @@ def test_trend_probe_prints_a_ratio_per_model_and_length(tmp_path, capsys):
 
 
 def test_seasonal_probe_measures_full_gain_for_the_average_cycle_and_prints_every_model(tmp_path, capsys):
-    from benchmarks.seasonal_probe import average_cycle_forecast, main, seasonal_gains, seasonal_series
+    from benchmarks.seasonal_probe import (
+        average_cycle_forecast,
+        context_profile,
+        main,
+        seasonal_gains,
+        seasonal_series,
+    )
     from tests.helpers import tiny_model
 
     history, future, seasonal = seasonal_series(40, period=12, cycles=10, horizon=24, noise=0.3)
@@ -265,6 +271,17 @@ def test_seasonal_probe_measures_full_gain_for_the_average_cycle_and_prints_ever
     assert abs(np.median(seasonal_gains(average_cycle_forecast(history, 12, 24), seasonal)) - 1.0) < 0.05
     flat = np.repeat(history[:, -1:], 24, axis=1)
     assert np.all(np.abs(seasonal_gains(flat, seasonal)) < 1e-6)
+    # The profile of a clean cycle is the cycle, strong; a gap keeps the phases aligned.
+    clean = 5.0 + np.tile([1.0, -1.0, 2.0, -2.0], 10)
+    profile, strength = context_profile(clean, 4, 8)
+    np.testing.assert_allclose(profile, np.tile([1.0, -1.0, 2.0, -2.0], 2), atol=1e-9)
+    assert strength > 0.99
+    gapped = np.concatenate([[np.nan, np.nan], clean])
+    gapped[20] = np.nan  # carried forward: one phase off by one step, the others in place
+    assert context_profile(gapped[:4], 4, 8) is None
+    filled = context_profile(gapped, 4, 8)[0]
+    np.testing.assert_allclose(filled, profile, atol=0.3)
+    assert np.argmax(filled[:4]) == 2 and np.argmin(filled[:4]) == 3
     model_dir = tmp_path / "tiny"
     tiny_model().save_pretrained(model_dir)
     main([str(model_dir), "--periods", "4", "--cycles", "3,5", "--series", "4"])
