@@ -352,7 +352,7 @@ def seasonal_naive_values(dataset: EvalDataset) -> np.ndarray:
     h, m = dataset.prediction_length, dataset.seasonality
     out = np.empty((len(dataset), h, len(EVAL_QUANTILES)), dtype=np.float64)
     for i, context in enumerate(dataset.contexts):
-        ctx = _forward_fill(context)
+        ctx = forward_fill(context)
         if len(ctx) >= m:
             out[i] = ctx[len(ctx) - m + np.arange(h) % m][:, None]
         else:
@@ -360,7 +360,7 @@ def seasonal_naive_values(dataset: EvalDataset) -> np.ndarray:
     return out
 
 
-def _forward_fill(x: np.ndarray) -> np.ndarray:
+def forward_fill(x: np.ndarray) -> np.ndarray:
     """Last-value imputation; leading NaNs stay NaN, as in GluonTS' ``LastValueImputation``."""
     x = np.asarray(x, dtype=np.float64)
     if not np.isnan(x).any():

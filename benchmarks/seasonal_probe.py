@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import forward_fill, load_dataset, seasonal_naive_values  # noqa: E402
 from tsmojo import TSMojoPipeline  # noqa: E402
 
 HARMONICS = 3
@@ -97,9 +98,7 @@ def context_profile(context: np.ndarray, period: int, horizon: int) -> tuple[np.
     observed = np.flatnonzero(~np.isnan(context))
     if observed.size == 0:
         return None
-    values = context[observed[0] :].copy()
-    for i in np.flatnonzero(np.isnan(values)):
-        values[i] = values[i - 1]
+    values = forward_fill(context[observed[0] :])
     if period < 2 or len(values) < 3 * period:
         return None
     trend = np.convolve(values, np.ones(period) / period, "valid")
@@ -118,8 +117,6 @@ def context_profile(context: np.ndarray, period: int, horizon: int) -> tuple[np.
 def dataset_gains(models: Sequence[str], names: Sequence[str]) -> None:
     """Print, per dataset, the median gain of the truth, seasonal naive and each model on the
     series with a strong stable profile."""
-    from benchmarks.common import load_dataset, seasonal_naive_values
-
     pipelines = {model: TSMojoPipeline.from_pretrained(model) for model in models}
     print("median seasonal gain on the series whose context has a strong, stable profile")
     print("| dataset | series | truth | seasonal naive | " + " | ".join(models) + " |")
